@@ -1,0 +1,37 @@
+"""Errors the tool raises on purpose; each carries the CLI exit code it maps to."""
+
+from __future__ import annotations
+
+
+class Fc2ConvError(Exception):
+    """Base class: a failure explained in one line, never a traceback."""
+
+    exit_code = 2
+
+
+class UsageError(Fc2ConvError):
+    """Bad options or paths (output equal to input, missing file, ...)."""
+
+    exit_code = 2
+
+
+class ModelLoadError(Fc2ConvError):
+    """The input is not a readable, valid ONNX model."""
+
+    exit_code = 2
+
+
+class NotConvertibleError(Fc2ConvError):
+    """The model has FC layers (or size-baked nodes) that cannot be rewritten exactly."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = list(reasons or [])
+
+
+class VerificationError(Fc2ConvError):
+    """The converted model is not equal to the original within tolerance."""
+
+    exit_code = 1
