@@ -53,6 +53,7 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def head_summary(model: Any) -> str:
@@ -382,10 +383,14 @@ def build_keras() -> None:
     import tf2onnx
     from keras import layers
 
-    def randomize_bn(model: keras.Model) -> None:
+    def randomize(model: keras.Model) -> None:
+        """Non-zero biases (zero ones get folded away by tf2onnx) and non-trivial BatchNorm statistics."""
         rng = np.random.default_rng(SEED)
         for layer in model.layers:
-            if isinstance(layer, layers.BatchNormalization):
+            if isinstance(layer, (layers.Dense, layers.Conv2D)) and layer.use_bias:
+                kernel, bias = layer.get_weights()
+                layer.set_weights([kernel, (rng.standard_normal(bias.shape) * 0.1).astype(np.float32)])
+            elif isinstance(layer, layers.BatchNormalization):
                 n = layer.gamma.shape[0]
                 layer.set_weights([
                     (rng.random(n) + 0.5).astype(np.float32),  # gamma
@@ -438,7 +443,7 @@ def build_keras() -> None:
         keras.utils.set_random_seed(SEED)  # seeds python, numpy and tensorflow
         tf.config.experimental.enable_op_determinism()
         model = factory()
-        randomize_bn(model)
+        randomize(model)
         model.trainable = False
         spec = (tf.TensorSpec(model.inputs[0].shape, tf.float32, name="input"),)
 

@@ -1,0 +1,157 @@
+"""Shapes: relax the input to symbolic sizes, re-infer every shape, name the output dims."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import onnx
+from onnx import helper
+
+from .graph import GraphIndex, attr
+
+log = logging.getLogger(__name__)
+
+# Initializers up to this many elements are kept in the shape-inference skeleton: shape
+# targets and axes must keep their values, big weights only need their type.
+_SKELETON_KEEP_ELEMENTS = 64
+
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class DimNames:
+    batch: str = "batch"
+    height: str = "height"
+    width: str = "width"
+    depth: str = "depth"
+    length: str = "length"
+
+    def spatial(self, rank: int) -> tuple[str, ...]:
+        """Names of `rank` spatial dims, innermost last: L; H, W; D, H, W."""
+        if rank == 1:
+            return (self.length,)
+        names = (self.depth, self.height, self.width)
+        if rank <= 3:
+            return names[3 - rank :]
+        return tuple(f"spatial{i}" for i in range(rank))
+
+
+@dataclass(frozen=True)
+class RelaxedInput:
+    name: str
+    old_shape: tuple
+    new_shape: tuple
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list:
+    out = []
+    for d in vi.type.tensor_type.shape.dim:
+        out.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return out
+
+
+def _set_dims(vi: onnx.ValueInfoProto, dims: list) -> None:
+    shape = vi.type.tensor_type.shape
+    shape.ClearField("dim")
+    for d in dims:
+        dim = shape.dim.add()
+        if isinstance(d, int):
+            dim.dim_value = d
+        elif d:
+            dim.dim_param = d
+
+
+def input_spatial_axes(ix: GraphIndex, name: str, rank: int) -> list[int]:
+    """Spatial axes of an image input: 2.. for NCHW; for NHWC the axes a leading Transpose moves to 2..."""
+    users = ix.users(name)
+    if len(users) == 1 and users[0].op_type == "Transpose":
+        perm = list(attr(users[0], "perm", []))
+        if len(perm) == rank and perm[0] == 0:
+            return perm[2:]
+    return list(range(2, rank))
+
+
+def relax_inputs(
+    model: onnx.ModelProto, ix: GraphIndex, names: DimNames, mlp_inputs: dict[str, int], only: set[str] | None
+) -> list[RelaxedInput]:
+    """Give image inputs a symbolic batch and spatial dims; MLP inputs `[N, K]` become `[N, K, *S]`."""
+    relaxed: list[RelaxedInput] = []
+    for vi in model.graph.input:
+        if vi.name not in ix.graph_inputs or not vi.type.HasField("tensor_type"):
+            continue
+        if vi.type.tensor_type.elem_type not in _FLOAT_TYPES:
+            continue
+        old = _dims(vi)
+        if vi.name in mlp_inputs:
+            spatial = names.spatial(mlp_inputs[vi.name])
+            new = [names.batch, old[1], *spatial]
+        elif len(old) >= 3 and (only is None or vi.name in only):
+            new = list(old)
+            new[0] = names.batch
+            axes = input_spatial_axes(ix, vi.name, len(old))
+            for axis, dim_name in zip(axes, names.spatial(len(axes)), strict=True):
+                new[axis] = dim_name
+        else:
+            continue
+        _set_dims(vi, new)
+        relaxed.append(RelaxedInput(vi.name, tuple(old), tuple(new)))
+    return relaxed
+
+
+def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without its large weights (declared as inputs instead): cheap to shape-infer."""
+    g = model.graph
+    graph = helper.make_graph([], g.name, [], [])
+    graph.node.extend(g.node)
+    graph.input.extend(vi for vi in g.input)
+    graph.output.extend(g.output)
+    declared = {vi.name for vi in g.input}
+    for t in g.initializer:
+        count = 1
+        for d in t.dims:
+            count *= d
+        if count <= _SKELETON_KEEP_ELEMENTS:
+            graph.initializer.append(t)
+        elif t.name not in declared:
+            graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    out = helper.make_model(graph, opset_imports=model.opset_import, ir_version=max(model.ir_version, 4))
+    out.functions.extend(model.functions)
+    return out
+
+
+def infer_shapes(model: onnx.ModelProto) -> None:
+    """Replace value_info and output types with freshly inferred ones (weights never serialized)."""
+    model.graph.ClearField("value_info")
+    inferred = onnx.shape_inference.infer_shapes(skeleton(model), strict_mode=False, data_prop=True)
+    model.graph.value_info.extend(inferred.graph.value_info)
+    by_name = {o.name: o for o in inferred.graph.output}
+    for out in model.graph.output:
+        new = by_name.get(out.name)
+        if new is not None and new.type.HasField("tensor_type") and new.type.tensor_type.HasField("shape"):
+            out.type.CopyFrom(new.type)
+
+
+def clear_output_shapes(model: onnx.ModelProto, outputs: set[str]) -> None:
+    for out in model.graph.output:
+        if out.name in outputs and out.type.HasField("tensor_type"):
+            out.type.tensor_type.ClearField("shape")
+
+
+def name_output_dims(model: onnx.ModelProto, outputs: dict[str, int], names: DimNames) -> None:
+    """Head outputs: `[batch, M, out_height, out_width]`; unknown trailing dims get spatial names."""
+    for out in model.graph.output:
+        if out.name not in outputs or not out.type.tensor_type.HasField("shape"):
+            continue
+        dims = _dims(out)
+        spatial = outputs[out.name]
+        if dims and not isinstance(dims[0], int):
+            dims[0] = names.batch
+        tail = [f"out_{n}" for n in names.spatial(spatial)]
+        start = len(dims) - spatial
+        for i in range(max(start, 1), len(dims)):
+            if not isinstance(dims[i], int):
+                dims[i] = tail[i - start]
+        _set_dims(out, dims)
