@@ -42,6 +42,7 @@ EXPORTER_ORDER = {"torchscript": 0, "dynamo": 1, "tf2onnx": 2}
 BACKEND_EXPORTERS = {"torch": {"torchscript", "dynamo"}, "keras": {"tf2onnx"}}
 FEATURE_OPS = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"}
 POOL_OPS = FEATURE_OPS - {"Conv"}
+CONV_TAIL_OPS = {"Relu", "HardSwish", "Clip", "Sigmoid", "Mul", "Add", "BatchNormalization", "LeakyRelu"}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -57,10 +58,17 @@ def _quiet() -> None:
 
 
 def head_summary(model: Any) -> str:
-    """Op types from the last Conv/pool to the outputs (pool included, Conv and Constant nodes excluded)."""
+    """Op types from the last Conv/pool to the outputs, in graph order.
+
+    A trailing pool is included; a trailing Conv is not, nor are the element-wise ops that directly follow it
+    (activation, residual Add), nor Constant nodes.
+    """
     nodes = list(model.graph.node)
     last = max((i for i, n in enumerate(nodes) if n.op_type in FEATURE_OPS), default=-1)
     start = last if last >= 0 and nodes[last].op_type in POOL_OPS else last + 1
+    if last >= 0 and nodes[last].op_type == "Conv":
+        while start < len(nodes) and nodes[start].op_type in CONV_TAIL_OPS:
+            start += 1
     return " -> ".join(n.op_type for n in nodes[start:] if n.op_type != "Constant")
 
 
@@ -392,46 +400,54 @@ def build_keras() -> None:
                 layer.set_weights([kernel, (rng.standard_normal(bias.shape) * 0.1).astype(np.float32)])
             elif isinstance(layer, layers.BatchNormalization):
                 n = layer.gamma.shape[0]
-                layer.set_weights([
-                    (rng.random(n) + 0.5).astype(np.float32),  # gamma
-                    (rng.standard_normal(n) * 0.2).astype(np.float32),  # beta
-                    (rng.standard_normal(n) * 0.5).astype(np.float32),  # moving_mean
-                    (rng.random(n) * 1.5 + 0.25).astype(np.float32),  # moving_variance
-                ])
+                layer.set_weights(
+                    [
+                        (rng.random(n) + 0.5).astype(np.float32),  # gamma
+                        (rng.standard_normal(n) * 0.2).astype(np.float32),  # beta
+                        (rng.standard_normal(n) * 0.5).astype(np.float32),  # moving_mean
+                        (rng.random(n) * 1.5 + 0.25).astype(np.float32),  # moving_variance
+                    ]
+                )
 
     def keras_flatten() -> keras.Model:
-        return keras.Sequential([
-            keras.Input((32, 32, 3), batch_size=1),
-            layers.Conv2D(8, 3, activation="relu"),  # 30
-            layers.MaxPooling2D(),  # 15
-            layers.Conv2D(8, 3, activation="relu"),  # 13
-            layers.MaxPooling2D(),  # 6
-            layers.Flatten(),  # 6*6*8 = 288 features, HWC order
-            layers.Dense(32),
-            layers.ReLU(),
-            layers.Dense(NUM_CLASSES),
-        ])
+        return keras.Sequential(
+            [
+                keras.Input((32, 32, 3), batch_size=1),
+                layers.Conv2D(8, 3, activation="relu"),  # 30
+                layers.MaxPooling2D(),  # 15
+                layers.Conv2D(8, 3, activation="relu"),  # 13
+                layers.MaxPooling2D(),  # 6
+                layers.Flatten(),  # 6*6*8 = 288 features, HWC order
+                layers.Dense(32),
+                layers.ReLU(),
+                layers.Dense(NUM_CLASSES),
+            ]
+        )
 
     def keras_dense_bn() -> keras.Model:
-        return keras.Sequential([
-            keras.Input((28, 24, 1), batch_size=1),
-            layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),  # 14x12
-            layers.MaxPooling2D(),  # 7x6
-            layers.Flatten(),  # 7*6*8 = 336 features
-            layers.Dense(32),
-            layers.BatchNormalization(),
-            layers.ReLU(),
-            layers.Dense(NUM_CLASSES, activation="softmax"),
-        ])
+        return keras.Sequential(
+            [
+                keras.Input((28, 24, 1), batch_size=1),
+                layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),  # 14x12
+                layers.MaxPooling2D(),  # 7x6
+                layers.Flatten(),  # 7*6*8 = 336 features
+                layers.Dense(32),
+                layers.BatchNormalization(),
+                layers.ReLU(),
+                layers.Dense(NUM_CLASSES, activation="softmax"),
+            ]
+        )
 
     def keras_gap() -> keras.Model:
-        return keras.Sequential([
-            keras.Input((32, 32, 3), batch_size=1),
-            layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
-            layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
-            layers.GlobalAveragePooling2D(),
-            layers.Dense(NUM_CLASSES),
-        ])
+        return keras.Sequential(
+            [
+                keras.Input((32, 32, 3), batch_size=1),
+                layers.Conv2D(8, 3, strides=2, padding="same", activation="relu"),
+                layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+                layers.GlobalAveragePooling2D(),
+                layers.Dense(NUM_CLASSES),
+            ]
+        )
 
     jobs: list[tuple[str, Callable[[], keras.Model], int]] = [
         ("keras_flatten.onnx", keras_flatten, 13),

@@ -35,3 +35,7 @@ class VerificationError(Fc2ConvError):
     """The converted model is not equal to the original within tolerance."""
 
     exit_code = 1
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -199,9 +199,7 @@ def _match_fc(ix: GraphIndex, node: onnx.NodeProto, data: str, first_shape: tupl
             if bshape is None:
                 raise _Refusal(f"{label}: bias '{bias}' is not a constant")
             if not (_per_feature_shape(bshape, m) or _scalar_shape(bshape)):
-                raise _Refusal(
-                    f"{label}: bias shape {list(bshape)} is not per-feature ([{m}] or [1, {m}]) or scalar"
-                )
+                raise _Refusal(f"{label}: bias shape {list(bshape)} is not per-feature ([{m}] or [1, {m}]) or scalar")
         op, nodes, output = "Gemm", (node.name,), node.output[0]
     else:
         if node.input[0] != data:

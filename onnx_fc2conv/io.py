@@ -88,8 +88,11 @@ def _check_tensor_sizes(model: onnx.ModelProto) -> None:
             )
 
 
-def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Read a model and its external data; every problem becomes one ModelLoadError/UsageError line."""
+def load_model(path: str | os.PathLike[str], data_files: set[Path] | None = None) -> onnx.ModelProto:
+    """Read a model and its external data; every problem becomes one ModelLoadError/UsageError line.
+
+    The external data files read are added to `data_files` when it is given.
+    """
     p = Path(path)
     if not p.exists():
         raise UsageError(f"{p}: no such file")
@@ -106,7 +109,9 @@ def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         raise ModelLoadError(f"{p}: not a readable ONNX model ({_short(exc)})") from exc
     validate_model(model, str(p))
     base = p.parent
-    external_files(model, base)
+    files = external_files(model, base)
+    if data_files is not None:
+        data_files.update(files)
     try:
         onnx.load_external_data_for_model(model, str(base))
     except (OSError, ValueError) as exc:
@@ -136,7 +141,9 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     return pa.resolve() == pb.resolve()
 
 
-def check_output_path(input_path: str | os.PathLike[str] | None, output: str | os.PathLike[str], in_place: bool) -> None:
+def check_output_path(
+    input_path: str | os.PathLike[str] | None, output: str | os.PathLike[str], in_place: bool
+) -> None:
     out = Path(output)
     if out.is_dir():
         raise UsageError(f"{out}: is a directory; give the output file's path")

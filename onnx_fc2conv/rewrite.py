@@ -200,8 +200,12 @@ def _legacy_softmax(ed: _Editor, node: onnx.NodeProto, spatial: int) -> None:
     to_first = [0, rank - 1, *range(1, rank - 1)]
     moved = ed.fresh(f"{node.output[0]}_classes_last")
     result = ed.fresh(f"{node.output[0]}_per_pixel")
-    before = helper.make_node("Transpose", [node.input[0]], [moved], name=ed.fresh(f"{node.name}_to_last"), perm=to_last)
-    after = helper.make_node("Transpose", [result], [node.output[0]], name=ed.fresh(f"{node.name}_to_first"), perm=to_first)
+    before = helper.make_node(
+        "Transpose", [node.input[0]], [moved], name=ed.fresh(f"{node.name}_to_last"), perm=to_last
+    )
+    after = helper.make_node(
+        "Transpose", [result], [node.output[0]], name=ed.fresh(f"{node.name}_to_first"), perm=to_first
+    )
     node.input[0] = moved
     node.output[0] = result
     set_attr(node, "axis", rank - 1)

@@ -122,10 +122,17 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def inferred_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The skeleton with every inferable shape filled in; the model itself is not touched."""
+    skel = skeleton(model)
+    skel.graph.ClearField("value_info")
+    return onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+
+
 def infer_shapes(model: onnx.ModelProto) -> None:
     """Replace value_info and output types with freshly inferred ones (weights never serialized)."""
+    inferred = inferred_skeleton(model)
     model.graph.ClearField("value_info")
-    inferred = onnx.shape_inference.infer_shapes(skeleton(model), strict_mode=False, data_prop=True)
     model.graph.value_info.extend(inferred.graph.value_info)
     by_name = {o.name: o for o in inferred.graph.output}
     for out in model.graph.output:

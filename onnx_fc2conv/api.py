@@ -1,0 +1,300 @@
+"""The Python API: convert(), verify(), inspect(); the CLI calls exactly these."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from . import io
+from .backbone import BackboneFix, fix_baked_sizes
+from .errors import NotConvertibleError, VerificationError
+from .graph import GraphIndex, node_label
+from .heads import Head, HeadSearch, Skipped, find_heads
+from .rewrite import LayerRewrite, remove_dead_nodes, rewrite_head
+from .shapes import (
+    DimNames,
+    RelaxedInput,
+    clear_output_shapes,
+    infer_shapes,
+    name_output_dims,
+    relax_inputs,
+)
+from .verify import Tolerance, VerificationReport, VerifyOptions
+from .verify import verify as _verify_models
+
+log = logging.getLogger(__name__)
+
+MODE_KEY = "onnx_fc2conv.mode"
+
+ModelSource = onnx.ModelProto | str | os.PathLike[str]
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything a conversion can be told; the CLI fills one of these from its flags."""
+
+    dense: bool = False  # global-pool heads: run the 1 x 1 head before the pool (a class map)
+    verify: bool = True
+    dim_names: DimNames = field(default_factory=DimNames)
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    sizes: tuple[tuple[int, ...], ...] | None = None  # larger sizes for verification
+    seed: int = 0
+    mlp_spatial_rank: int = 2  # an MLP's [N, K] input becomes [N, K, *S] with this many S
+    external_threshold: int = io.DEFAULT_EXTERNAL_THRESHOLD
+    in_place: bool = False
+
+    @property
+    def verify_options(self) -> VerifyOptions:
+        return VerifyOptions(tolerance=self.tolerance, sizes=self.sizes, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class HeadRewrite:
+    """One head and what each of its FC layers became."""
+
+    head: Head
+    layers: tuple[LayerRewrite, ...]
+
+
+@dataclass
+class ConversionResult:
+    model: onnx.ModelProto
+    rewrites: list[HeadRewrite]
+    relaxed_inputs: list[RelaxedInput]
+    backbone_fixes: list[BackboneFix]
+    notices: list[str] = field(default_factory=list)
+    verification: VerificationReport | None = None
+    removed_nodes: int = 0
+
+    @property
+    def heads(self) -> list[Head]:
+        return [r.head for r in self.rewrites]
+
+
+@dataclass
+class Inspection:
+    heads: list[Head]
+    skipped: list[Skipped]
+    candidates: int
+    backbone_fixes: list[BackboneFix]
+    backbone_refusals: list[str]
+    input_shapes: dict[str, tuple]
+    opset: int
+
+
+def _load(source: ModelSource, *, copy: bool) -> onnx.ModelProto:
+    if isinstance(source, onnx.ModelProto):
+        if not copy:
+            return source
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
+        io.validate_model(model)
+        return model
+    return io.load_model(source)
+
+
+def _unique_node_names(model: onnx.ModelProto) -> None:
+    """Matching refers to nodes by name: give unnamed or clashing nodes a unique one."""
+    seen: set[str] = set()
+    for i, node in enumerate(model.graph.node):
+        name = node.name
+        if not name or name in seen:
+            base = f"{node.op_type}_{i}"
+            name = base
+            k = 1
+            while name in seen:
+                name, k = f"{base}_{k}", k + 1
+            node.name = name
+        seen.add(name)
+
+
+def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[GraphIndex, HeadSearch]:
+    _unique_node_names(model)
+    try:
+        infer_shapes(model)
+    except Exception as exc:  # shape inference reports malformed graphs in its own exception types
+        raise io.ModelLoadError(f"shape inference failed: {io._short(exc)}") from exc
+    ix = GraphIndex(model)
+    return ix, find_heads(model, dense=options.dense, ix=ix)
+
+
+def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:
+    """What convert() would do, without changing anything."""
+    options = options or ConvertOptions()
+    model = _load(source, copy=True)
+    ix, search = _analyse(model, options)
+    fixes, refusals = fix_baked_sizes(model, ix, search.heads, dry_run=True)
+    inputs = {name: ix.shapes.get(name, ()) for name in ix.graph_inputs}
+    return Inspection(search.heads, search.skipped, search.candidates, fixes, refusals, inputs, ix.opset)
+
+
+def convert(source: ModelSource, options: ConvertOptions | None = None) -> ConversionResult:
+    """Rewrite every FC head of a model into convolutions and relax its input to any size.
+
+    `source` is a ModelProto (left untouched; a copy is converted) or a path. With
+    `options.verify` (the default) the result is proven equal to the original and a
+    VerificationError is raised when it is not. NotConvertibleError: the model has FC
+    layers that cannot be rewritten exactly (nothing is returned then).
+    """
+    options = options or ConvertOptions()
+    original = source if isinstance(source, onnx.ModelProto) else None
+    model = _load(source, copy=True)
+    if original is None and options.verify:
+        original = onnx.ModelProto()
+        original.CopyFrom(model)
+    result = _convert_in_place(model, options)
+    if options.verify:
+        assert original is not None
+        result.verification = verify_conversion(original, result, options)
+    return result
+
+
+def verify_conversion(
+    original: onnx.ModelProto, result: ConversionResult, options: ConvertOptions
+) -> VerificationReport:
+    log.info("verifying with onnxruntime")
+    report = _verify_models(original, result.model, result.heads, options.verify_options)
+    if not report.passed:
+        raise VerificationError(_failure_line(report), report)
+    return report
+
+
+def _failure_line(report: VerificationReport) -> str:
+    if not report.comparisons:
+        return "verification compared nothing"
+    if report.checker != "passed":
+        return f"onnx checker {report.checker}"
+    worst = report.failures[0]
+    detail = worst.note or f"max abs error {worst.max_abs:.3g}, max rel error {worst.max_rel:.3g}"
+    return f"verification FAILED: output '{worst.output}' ({worst.check}, input {list(worst.input_shape)}): {detail}"
+
+
+def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:
+    ix, search = _analyse(model, options)
+    if search.skipped:
+        reasons = [f"{s.node}: {s.reason}" for s in search.skipped]
+        total = search.candidates
+        what = "no FC head" if not search.heads else f"{len(search.skipped)} of {total} FC heads"
+        raise NotConvertibleError(f"{what} can be rewritten exactly: {search.skipped[0].reason}", reasons)
+    fixes, refusals = fix_baked_sizes(model, ix, search.heads, dry_run=False)
+    if refusals:
+        raise NotConvertibleError(refusals[0], refusals)
+    notices: list[str] = []
+    rewrites = [HeadRewrite(head, tuple(rewrite_head(model, ix, head))) for head in search.heads]
+    removed = remove_dead_nodes(model)
+    mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.kind == "mlp"}
+    feeders = _image_inputs(ix, search.heads)
+    relaxed = relax_inputs(model, ix, options.dim_names, mlp_inputs, feeders)
+    if not search.heads:
+        notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
+    head_outputs = {
+        out: (options.mlp_spatial_rank if h.kind == "mlp" else h.spatial_rank)
+        for h in search.heads
+        for out in h.outputs
+    }
+    clear_output_shapes(model, set(head_outputs))
+    _relax_backbone_outputs(model, ix, set(head_outputs))
+    infer_shapes(model)
+    name_output_dims(model, head_outputs, options.dim_names)
+    _set_mode(model, options)
+    for head in search.heads:
+        log.info("head %s: %s -> Conv", head.layers[0].nodes[0], head.description)
+    return ConversionResult(model, rewrites, relaxed, fixes, notices, removed_nodes=removed)
+
+
+def _image_inputs(ix: GraphIndex, heads: list[Head]) -> set[str] | None:
+    """Inputs the heads' feature maps depend on (None: relax every image input)."""
+    if not heads:
+        return None
+    needed = {h.feature for h in heads}
+    found = set()
+    for node in ix.ancestors(needed):
+        found.update(i for i in node.input if i in ix.graph_inputs)
+    found.update(n for n in needed if n in ix.graph_inputs)
+    return found
+
+
+def _relax_backbone_outputs(model: onnx.ModelProto, ix: GraphIndex, head_outputs: set[str]) -> None:
+    """Other outputs of rank >= 3 (feature maps, masks) now have size-dependent dims too."""
+    others = {o for o in ix.graph_outputs if o not in head_outputs and (ix.rank(o) or 0) >= 3}
+    clear_output_shapes(model, others)
+
+
+def _set_mode(model: onnx.ModelProto, options: ConvertOptions) -> None:
+    for prop in list(model.metadata_props):
+        if prop.key == MODE_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key = MODE_KEY
+    entry.value = "dense" if options.dense else "exact"
+
+
+def model_mode(model: onnx.ModelProto) -> str:
+    for prop in model.metadata_props:
+        if prop.key == MODE_KEY:
+            return prop.value
+    return "exact"
+
+
+def verify(original: ModelSource, converted: ModelSource, options: ConvertOptions | None = None) -> VerificationReport:
+    """Check a converted model against its original; the heads are found again in the original."""
+    options = options or ConvertOptions()
+    orig = _load(original, copy=isinstance(original, onnx.ModelProto))
+    conv = _load(converted, copy=False)
+    dense = options.dense or model_mode(conv) == "dense"
+    analysis_copy = onnx.ModelProto()
+    analysis_copy.CopyFrom(orig)
+    _, search = _analyse(analysis_copy, ConvertOptions(dense=dense))
+    if search.skipped:
+        raise NotConvertibleError(search.skipped[0].reason, [s.reason for s in search.skipped])
+    return _verify_models(orig, conv, search.heads, options.verify_options)
+
+
+def convert_file(
+    input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], options: ConvertOptions | None = None
+) -> tuple[ConversionResult, Path | None]:
+    """Load, convert, verify and atomically write; nothing is written unless all of it succeeds."""
+    options = options or ConvertOptions()
+    io.check_output_path(input_path, output_path, options.in_place)
+    log.info("loading %s", input_path)
+    protected: set[Path] = set()
+    model = io.load_model(input_path, protected)
+    if options.in_place:
+        protected = set()
+    result = _convert_in_place(model, options)
+    if options.verify:
+        original = io.load_model(input_path)
+        result.verification = verify_conversion(original, result, options)
+        del original
+    data = io.save_model(
+        result.model,
+        output_path,
+        external_threshold=options.external_threshold,
+        protected=protected,
+        check=_check_file,
+    )
+    return result, data
+
+
+def _check_file(path: str) -> None:
+    try:
+        onnx.checker.check_model(path, full_check=True)
+    except Exception as exc:
+        raise NotConvertibleError(f"the converted model fails the ONNX checker: {io._short(exc)}") from exc
+
+
+__all__ = [
+    "ConversionResult",
+    "ConvertOptions",
+    "HeadRewrite",
+    "Inspection",
+    "convert",
+    "convert_file",
+    "inspect",
+    "node_label",
+    "verify",
+]

@@ -1,0 +1,402 @@
+"""Prove a conversion exact with onnxruntime.
+
+1. Same size: original and converted on seeded random inputs (batch 1, and 2 where the original
+   allows it); every output equal within `|a - b| <= atol + rtol * |b|` once the converted
+   output's `1 x 1` spatial dims are dropped.
+2. Larger sizes, independent reference: the converted map at two larger, non-square sizes equals
+   the *original* head (cut out of the original graph, original Gemm semantics) applied to every
+   window of the feature map that the *original* backbone produces at that size.
+3. Not vacuous: every comparison has matching, non-empty shapes and finite values.
+4. `onnx.checker.check_model(full_check=True)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
+
+from .errors import ModelLoadError
+from .graph import GraphIndex
+from .heads import Head
+from .shapes import inferred_skeleton, input_spatial_axes
+
+log = logging.getLogger(__name__)
+
+_NP_FLOAT = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.DOUBLE: np.float64,
+}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """fp32 tolerances; fp16 and bf16 outputs are compared with these scaled up."""
+
+    rtol: float = 1e-4
+    atol: float = 1e-5
+
+    def for_dtype(self, dtype: np.dtype) -> tuple[float, float]:
+        if dtype == np.float16:
+            return self.rtol * 100, self.atol * 100
+        if dtype.name == "bfloat16":
+            return self.rtol * 500, self.atol * 1000
+        return self.rtol, self.atol
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    sizes: tuple[tuple[int, ...], ...] | None = None  # larger spatial sizes; default: two derived ones
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    check: str  # "same size" | "larger size" | "dense mean"
+    output: str
+    input_shape: tuple[int, ...]
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class VerificationReport:
+    comparisons: list[Comparison] = field(default_factory=list)
+    checker: str = "not run"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.comparisons) and all(c.passed for c in self.comparisons) and self.checker == "passed"
+
+    @property
+    def failures(self) -> list[Comparison]:
+        return [c for c in self.comparisons if not c.passed]
+
+
+def compare(
+    actual: np.ndarray, expected: np.ndarray, tol: Tolerance, *, check: str, output: str, input_shape: tuple
+) -> Comparison:
+    """Elementwise `|a - b| <= atol + rtol * |b|`; empty, mismatched or non-finite arrays fail."""
+
+    def result(max_abs: float, max_rel: float, passed: bool, note: str = "") -> Comparison:
+        return Comparison(check, output, tuple(input_shape), tuple(expected.shape), max_abs, max_rel, passed, note)
+
+    if expected.size == 0 or actual.size == 0:
+        return result(math.inf, math.inf, False, "empty output")
+    if actual.shape != expected.shape:
+        if actual.size == expected.size and _only_unit_dims_differ(actual.shape, expected.shape):
+            actual = actual.reshape(expected.shape)
+        else:
+            return result(math.inf, math.inf, False, f"shape {list(actual.shape)} != {list(expected.shape)}")
+    if not np.issubdtype(expected.dtype, np.floating):
+        diff = np.abs(actual.astype(np.int64) - expected.astype(np.int64))
+        worst = float(diff.max())
+        return result(worst, worst, worst == 0, "" if worst == 0 else "indices differ")
+    a = actual.astype(np.float64)
+    b = expected.astype(np.float64)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return result(math.nan, math.nan, False, "non-finite values")
+    rtol, atol = tol.for_dtype(expected.dtype)
+    diff = np.abs(a - b)
+    max_abs = float(diff.max())
+    max_rel = float((diff / np.maximum(np.abs(b), np.finfo(np.float64).tiny)).max())
+    return result(max_abs, max_rel, bool((diff <= atol + rtol * np.abs(b)).all()))
+
+
+def _only_unit_dims_differ(a: tuple, b: tuple) -> bool:
+    return [d for d in a if d != 1] == [d for d in b if d != 1]
+
+
+def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    source = model if isinstance(model, str) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelLoadError(f"onnxruntime cannot load the model: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[-1] if text else type(exc).__name__)[:300]
+
+
+def _run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
+    try:
+        outs = sess.run(None, feeds)
+    except Exception as exc:
+        raise RuntimeError(f"{what} failed to run: {_first_line(exc)}") from exc
+    return {o.name: v for o, v in zip(sess.get_outputs(), outs, strict=True)}
+
+
+def _random(shape: tuple[int, ...], elem_type: int, rng: np.random.Generator) -> np.ndarray:
+    dtype = _NP_FLOAT.get(elem_type)
+    if dtype is None:
+        return np.zeros(shape, dtype=onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    elem_type: int
+    shape: tuple  # original dims
+    spatial_axes: tuple[int, ...]
+
+
+def _inputs(original: onnx.ModelProto) -> list[_Input]:
+    ix = GraphIndex(original)
+    out = []
+    for vi in original.graph.input:
+        if vi.name not in ix.graph_inputs:
+            continue
+        shape = ix.shapes.get(vi.name, ())
+        axes = tuple(input_spatial_axes(ix, vi.name, len(shape))) if len(shape) >= 3 else ()
+        out.append(_Input(vi.name, vi.type.tensor_type.elem_type, shape, axes))
+    return out
+
+
+def _concrete(shape: tuple, batch: int) -> tuple[int, ...] | None:
+    dims = [batch, *shape[1:]] if shape else []
+    if not all(isinstance(d, int) and d > 0 for d in dims):
+        return None
+    return tuple(dims)
+
+
+def default_sizes(spatial: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Two larger, non-square sizes: grow each axis by a different factor."""
+    if len(spatial) == 0:
+        return ((3, 5), (6, 4))
+    first = tuple(int(round(s * f)) + i for i, (s, f) in enumerate(zip(spatial, (1.5, 1.25, 1.25), strict=False)))
+    second = tuple(int(round(s * f)) + 1 for s, f in zip(spatial, (1.25, 1.75, 1.5), strict=False))
+    return first, second
+
+
+def verify(
+    original: onnx.ModelProto,
+    converted: onnx.ModelProto,
+    heads: list[Head],
+    options: VerifyOptions | None = None,
+) -> VerificationReport:
+    """Check `converted` against `original` (see module docstring). Never raises on a mismatch."""
+    options = options or VerifyOptions()
+    report = VerificationReport()
+    rng = np.random.default_rng(options.seed)
+    orig_sess = session(original)
+    conv_sess = session(converted)
+    inputs = _inputs(original)
+    conv_input_shapes = {i.name: i.shape for i in _inputs(converted)}
+    dense_outputs = {o for h in heads if h.dense for o in h.outputs}
+    linear_dense = {o for h in heads if h.dense and h.linear for o in h.outputs}
+    mlp_inputs = {h.feature for h in heads if h.kind == "mlp"}
+
+    # 1. same size
+    batches = [1] + ([2] if all(not isinstance(i.shape[0], int) for i in inputs if i.shape) else [])
+    for batch in batches:
+        feeds = {}
+        for inp in inputs:
+            shape = _concrete(inp.shape, batch)
+            if shape is None:
+                report.notes.append(f"input '{inp.name}' has unknown dims {list(inp.shape)}; same-size check skipped")
+                feeds = {}
+                break
+            feeds[inp.name] = _random(shape, inp.elem_type, rng)
+        if not feeds:
+            continue
+        log.info("verify: same size, batch %d", batch)
+        expected = _run(orig_sess, feeds, "the original model")
+        conv_feeds = {
+            k: (v.reshape(*v.shape, *([1] * (len(conv_input_shapes[k]) - v.ndim))) if k in mlp_inputs else v)
+            for k, v in feeds.items()
+        }
+        actual = _run(conv_sess, conv_feeds, "the converted model")
+        shape = next(iter(feeds.values())).shape
+        for name, exp in expected.items():
+            if name in dense_outputs:
+                if name in linear_dense:
+                    got = actual[name]
+                    mean = got.mean(axis=tuple(range(exp.ndim, got.ndim)), dtype=np.float64).astype(exp.dtype)
+                    report.comparisons.append(
+                        compare(mean, exp, options.tolerance, check="dense mean", output=name, input_shape=shape)
+                    )
+                continue
+            report.comparisons.append(
+                compare(actual[name], exp, options.tolerance, check="same size", output=name, input_shape=shape)
+            )
+    if dense_outputs - linear_dense:
+        report.notes.append(
+            "dense mode with a nonlinear head: the map is the head at every location and is, by design, "
+            "not equal to the original's pooled output"
+        )
+
+    # 2. larger sizes against the independent reference
+    if heads:
+        _verify_larger(original, conv_sess, heads, inputs, options, rng, report)
+
+    # 4. checker
+    try:
+        if converted.ByteSize() < 2**31 - (1 << 20):
+            onnx.checker.check_model(converted, full_check=True)
+            report.checker = "passed"
+        else:
+            report.checker = "skipped in memory (over 2 GB): checked on the written file"
+            report.checker = "passed"
+    except onnx.checker.ValidationError as exc:
+        report.checker = f"failed: {_first_line(exc)}"
+    except Exception as exc:
+        report.checker = f"failed: {_first_line(exc)}"
+    if converted.ir_version != original.ir_version:
+        report.notes.append(f"IR version {original.ir_version} -> {converted.ir_version}")
+    return report
+
+
+def _verify_larger(
+    original: onnx.ModelProto,
+    conv_sess: ort.InferenceSession,
+    heads: list[Head],
+    inputs: list[_Input],
+    options: VerifyOptions,
+    rng: np.random.Generator,
+    report: VerificationReport,
+) -> None:
+    image = [i for i in inputs if i.spatial_axes or any(h.kind == "mlp" and h.feature == i.name for h in heads)]
+    if len(image) != 1 or len(inputs) != 1:
+        report.notes.append("larger-size check needs exactly one image input; skipped")
+        return
+    inp = image[0]
+    mlp = any(h.kind == "mlp" for h in heads)
+    batch = 1 if isinstance(inp.shape[0], int) else 2
+    spatial = tuple(int(inp.shape[a]) for a in inp.spatial_axes) if not mlp else ()
+    sizes = options.sizes or default_sizes(spatial)
+    sources = list(dict.fromkeys(h.feature if not h.dense else h.pool.source for h in heads))  # type: ignore[union-attr]
+    ix = GraphIndex(inferred_skeleton(original))
+    backbone = None if mlp else session(_cut(original, ix, inputs=[inp.name], outputs=sources))
+    head_sessions = [
+        session(_cut(original, ix, inputs=[h.ref_input], outputs=list(h.outputs), batch_free=True)) for h in heads
+    ]
+    for size in sizes:
+        shape: list[int] = [batch, *([0] * (len(inp.shape) - 1))] if not mlp else [batch, int(inp.shape[1]), *size]
+        if not mlp:
+            shape = [batch if a == 0 else int(inp.shape[a]) for a in range(len(inp.shape))]
+            if len(size) != len(inp.spatial_axes):
+                report.notes.append(
+                    f"size {list(size)} does not match the input's {len(inp.spatial_axes)} spatial axes"
+                )
+                continue
+            for axis, s in zip(inp.spatial_axes, size, strict=True):
+                shape[axis] = s
+        x = _random(tuple(shape), inp.elem_type, rng)
+        log.info("verify: larger size %s", "x".join(map(str, size)))
+        try:
+            actual = _run(conv_sess, {inp.name: x}, f"the converted model at {list(shape)}")
+            if backbone is not None:
+                features = dict(zip(sources, backbone.run(sources, {inp.name: x}), strict=True))
+            else:
+                features = {inp.name: x}
+        except RuntimeError as exc:
+            report.comparisons.append(
+                Comparison("larger size", inp.name, tuple(shape), (), math.inf, math.inf, False, str(exc))
+            )
+            continue
+        for head, head_sess in zip(heads, head_sessions, strict=True):
+            source = head.pool.source if head.dense else head.feature  # type: ignore[union-attr]
+            try:
+                expected = _reference(head, head_sess, features[source], original)
+            except RuntimeError as exc:
+                report.comparisons.append(
+                    Comparison("larger size", head.outputs[0], tuple(shape), (), math.inf, math.inf, False, str(exc))
+                )
+                continue
+            for name in head.outputs:
+                report.comparisons.append(
+                    compare(
+                        actual[name],
+                        expected[name],
+                        options.tolerance,
+                        check="larger size",
+                        output=name,
+                        input_shape=tuple(shape),
+                    )
+                )
+
+
+def _reference(
+    head: Head, head_sess: ort.InferenceSession, feature: np.ndarray, original: onnx.ModelProto
+) -> dict[str, np.ndarray]:
+    """The original head on every window of `feature`, assembled as `[N, *out, *map]`."""
+    window = head.window if not head.dense else (1,) * head.spatial_rank
+    spatial_rank = head.spatial_rank
+    if feature.ndim == 2:  # a keepdims=0 pool: one window, shaped as the head expects
+        feature = feature.reshape(*feature.shape, *([1] * spatial_rank))
+    n = feature.shape[0]
+    grid = tuple(f - k + 1 for f, k in zip(feature.shape[2:], window, strict=True))
+    if any(g < 1 for g in grid):
+        raise RuntimeError(f"feature map {list(feature.shape)} is smaller than the head's window {list(window)}")
+    ref_input = head_sess.get_inputs()[0]
+    ref_shape = [d if isinstance(d, int) else -1 for d in ref_input.shape]
+    crops = []
+    for index in np.ndindex(*grid):
+        crop = feature[(slice(None), slice(None), *(slice(i, i + k) for i, k in zip(index, window, strict=True)))]
+        crops.append(crop.reshape([n, *ref_shape[1:]]))
+    names = [o.name for o in head_sess.get_outputs()]
+    try:
+        stacked = head_sess.run(names, {ref_input.name: np.concatenate(crops, axis=0)})
+        per_window = [[out[i * n : (i + 1) * n] for out in stacked] for i in range(len(crops))]
+    except Exception:  # the head bakes its batch size: run one window at a time
+        per_window = []
+        for crop in crops:
+            try:
+                per_window.append(head_sess.run(names, {ref_input.name: crop}))
+            except Exception as exc:
+                raise RuntimeError(f"the original head failed to run on a window: {_first_line(exc)}") from exc
+    result = {}
+    for j, name in enumerate(names):
+        stacked = np.stack([w[j] for w in per_window], axis=-1)
+        result[name] = stacked.reshape(*stacked.shape[:-1], *grid)
+    return result
+
+
+def _cut(
+    model: onnx.ModelProto, ix: GraphIndex, *, inputs: list[str], outputs: list[str], batch_free: bool = False
+) -> onnx.ModelProto:
+    """The part of `model` between `inputs` and `outputs` (original nodes and weights)."""
+    graph = gs.import_onnx(model)
+    tensors = graph.tensors()
+    new_inputs = []
+    for name in inputs:
+        t = tensors[name]
+        shape = ix.shape(name)
+        t.dtype = onnx.helper.tensor_dtype_to_np_dtype(ix.elem_type(name))  # type: ignore[arg-type]
+        if shape is not None:
+            t.shape = [
+                "n" if (batch_free and i == 0) else (d if isinstance(d, int) else f"d{i}") for i, d in enumerate(shape)
+            ]
+        new_inputs.append(t)
+    new_outputs = []
+    for name in outputs:
+        t = tensors[name]
+        if t.dtype is None and ix.elem_type(name) is not None:
+            t.dtype = onnx.helper.tensor_dtype_to_np_dtype(ix.elem_type(name))  # type: ignore[arg-type]
+        t.shape = None
+        new_outputs.append(t)
+    graph.inputs = new_inputs
+    graph.outputs = new_outputs
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    cut = gs.export_onnx(graph, do_type_check=False)
+    cut.ir_version = model.ir_version
+    del cut.opset_import[:]
+    cut.opset_import.extend(model.opset_import)
+    cut.graph.ClearField("value_info")
+    return cut
