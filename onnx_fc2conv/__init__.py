@@ -1,8 +1,8 @@
 """Make classifier CNNs fully convolutional: FC heads become exact convolutions.
 
-    from onnx_fc2conv import convert, ConvertOptions
-    result = convert("model.onnx", ConvertOptions())   # verified by default
-    onnx.save(result.model, "model_fcn.onnx")
+from onnx_fc2conv import convert, ConvertOptions
+result = convert("model.onnx", ConvertOptions())   # verified by default
+onnx.save(result.model, "model_fcn.onnx")
 """
 
 from __future__ import annotations

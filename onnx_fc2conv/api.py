@@ -119,7 +119,7 @@ def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[GraphInde
     except Exception as exc:  # shape inference reports malformed graphs in its own exception types
         raise io.ModelLoadError(f"shape inference failed: {io._short(exc)}") from exc
     ix = GraphIndex(model)
-    return ix, find_heads(model, dense=options.dense, ix=ix)
+    return ix, find_heads(model, dense=options.dense, mlp_rank=options.mlp_spatial_rank, ix=ix)
 
 
 def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:
@@ -188,7 +188,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     removed = remove_dead_nodes(model)
     mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.kind == "mlp"}
     feeders = _image_inputs(ix, search.heads)
-    relaxed = relax_inputs(model, ix, options.dim_names, mlp_inputs, feeders)
+    relaxed = relax_inputs(model, GraphIndex(model), options.dim_names, mlp_inputs, feeders)
     if not search.heads:
         notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
     head_outputs = {

@@ -67,6 +67,15 @@ def _reshape(model, ix: GraphIndex, node, s: int, dry_run: bool, fixes: list, re
     if target is None or in_shape is None or len(in_shape) < s + 1:
         return
     target = [int(d) for d in target.reshape(-1)]
+    perm = _unit_dim_permutation(list(in_shape), target)
+    if perm is not None:
+        fixes.append(BackboneFix(node.name, "Reshape", f"target {target} moves only unit dims: Transpose {perm}"))
+        if not dry_run:
+            node.op_type = "Transpose"
+            del node.input[1:]
+            node.ClearField("attribute")
+            node.attribute.append(helper.make_attribute("perm", perm))
+        return
     spatial_in = in_shape[-s:]
     if all(d == 1 for d in spatial_in):
         return
@@ -79,6 +88,29 @@ def _reshape(model, ix: GraphIndex, node, s: int, dry_run: bool, fixes: list, re
     refusals.append(
         f"{node_label(node)} bakes the spatial size into its target shape {target}; the model cannot run at other sizes"
     )
+
+
+def _unit_dim_permutation(in_shape: list, target: list[int]) -> list[int] | None:
+    """The Transpose equal to a Reshape that only moves size-1 dims (NHWC <-> NCHW with C = 1).
+
+    Dim 0 (the batch) stays first so the Transpose also holds for other batch sizes.
+    """
+    if len(in_shape) != len(target) or not all(isinstance(d, int) for d in in_shape) or list(in_shape) == target:
+        return None
+    if in_shape[0] != target[0]:
+        return None
+    src = [i for i in range(1, len(in_shape)) if in_shape[i] != 1]
+    dst = [i for i in range(1, len(target)) if target[i] != 1]
+    if [in_shape[i] for i in src] != [target[i] for i in dst] or any(d < 1 for d in target):
+        return None
+    unit_src = [i for i in range(1, len(in_shape)) if in_shape[i] == 1]
+    unit_dst = [i for i in range(1, len(target)) if target[i] == 1]
+    perm = [0] * len(target)
+    for d, i in zip(dst, src, strict=True):
+        perm[d] = i
+    for d, i in zip(unit_dst, unit_src, strict=True):
+        perm[d] = i
+    return perm
 
 
 def _reshape_from_shape(

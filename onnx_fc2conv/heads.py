@@ -299,14 +299,15 @@ def _match_pool(ix: GraphIndex, feature: str) -> Pool | None:
     return None
 
 
-def _match_flatten(ix: GraphIndex, fc: onnx.NodeProto, data: str) -> _Flatten:
+def _match_flatten(ix: GraphIndex, fc: onnx.NodeProto, data: str, mlp_rank: int) -> _Flatten:
     label = node_label(fc)
     skipped_ops: list[str] = []
     while True:
         if data in ix.graph_inputs:
             shape = ix.shape(data)
             if shape is not None and len(shape) == 2 and isinstance(shape[1], int):
-                return _Flatten("mlp", ("input", *skipped_ops), data, (shape[1],), data, None, None, None)
+                feature_shape = (shape[1], *([1] * mlp_rank))
+                return _Flatten("mlp", ("input", *skipped_ops), data, feature_shape, data, None, None, None)
             raise _Refusal(f"{label} reads graph input '{data}' whose shape is not [N, K]")
         node = ix.producer.get(data)
         if node is None:
@@ -527,7 +528,9 @@ def _is_noop_flatten(ix: GraphIndex, node: onnx.NodeProto, tensor: str, width: i
 # --------------------------------------------------------------------------------------------
 
 
-def find_heads(model: onnx.ModelProto, *, dense: bool = False, ix: GraphIndex | None = None) -> HeadSearch:
+def find_heads(
+    model: onnx.ModelProto, *, dense: bool = False, mlp_rank: int = 2, ix: GraphIndex | None = None
+) -> HeadSearch:
     """All FC heads of `model` (shape-inferred, unique node names) and why each other candidate fails."""
     ix = ix or GraphIndex(model)
     nodes_by_name = {n.name: n for n in model.graph.node}
@@ -540,7 +543,7 @@ def find_heads(model: onnx.ModelProto, *, dense: bool = False, ix: GraphIndex | 
         claimed.add(node.name)
         data = node.input[0]
         try:
-            flat = _match_flatten(ix, node, data)
+            flat = _match_flatten(ix, node, data, mlp_rank)
             first = _match_fc(ix, node, data, flat.feature_shape)
             claimed.update(first.nodes)
             layers, tail, outputs, linear = _walk_tail(ix, first, nodes_by_name, claimed)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +120,7 @@ def _only_unit_dims_differ(a: tuple, b: tuple) -> bool:
 
 
 def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
+    ort.set_default_logger_severity(3)  # failures are reported by us, in one line
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     source = model if isinstance(model, str) else model.SerializeToString()
@@ -129,8 +131,10 @@ def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[-1] if text else type(exc).__name__)[:300]
+    """One readable line from an exception (onnxruntime's messages span several)."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    return (text or type(exc).__name__)[:300]
 
 
 def _run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
@@ -156,14 +160,22 @@ class _Input:
     spatial_axes: tuple[int, ...]
 
 
-def _inputs(original: onnx.ModelProto) -> list[_Input]:
+def _inputs(original: onnx.ModelProto, converted: onnx.ModelProto) -> list[_Input]:
+    """The original's inputs; spatial axes are those the conversion made symbolic."""
     ix = GraphIndex(original)
+    relaxed = GraphIndex(converted).shapes
     out = []
     for vi in original.graph.input:
         if vi.name not in ix.graph_inputs:
             continue
         shape = ix.shapes.get(vi.name, ())
-        axes = tuple(input_spatial_axes(ix, vi.name, len(shape))) if len(shape) >= 3 else ()
+        new = relaxed.get(vi.name, shape)
+        if len(new) == len(shape):
+            axes = tuple(a for a in range(1, len(new)) if not isinstance(new[a], int) and isinstance(shape[a], int))
+        else:
+            axes = ()
+        if not axes and len(shape) >= 3:
+            axes = tuple(input_spatial_axes(ix, vi.name, len(shape)))
         out.append(_Input(vi.name, vi.type.tensor_type.elem_type, shape, axes))
     return out
 
@@ -196,8 +208,8 @@ def verify(
     rng = np.random.default_rng(options.seed)
     orig_sess = session(original)
     conv_sess = session(converted)
-    inputs = _inputs(original)
-    conv_input_shapes = {i.name: i.shape for i in _inputs(converted)}
+    inputs = _inputs(original, converted)
+    conv_input_shapes = GraphIndex(converted).shapes
     dense_outputs = {o for h in heads if h.dense for o in h.outputs}
     linear_dense = {o for h in heads if h.dense and h.linear for o in h.outputs}
     mlp_inputs = {h.feature for h in heads if h.kind == "mlp"}
@@ -243,7 +255,7 @@ def verify(
 
     # 2. larger sizes against the independent reference
     if heads:
-        _verify_larger(original, conv_sess, heads, inputs, options, rng, report)
+        _verify_larger(original, converted, conv_sess, heads, inputs, options, rng, report)
 
     # 4. checker
     try:
@@ -264,6 +276,7 @@ def verify(
 
 def _verify_larger(
     original: onnx.ModelProto,
+    converted: onnx.ModelProto,
     conv_sess: ort.InferenceSession,
     heads: list[Head],
     inputs: list[_Input],
@@ -282,10 +295,8 @@ def _verify_larger(
     sizes = options.sizes or default_sizes(spatial)
     sources = list(dict.fromkeys(h.feature if not h.dense else h.pool.source for h in heads))  # type: ignore[union-attr]
     ix = GraphIndex(inferred_skeleton(original))
-    backbone = None if mlp else session(_cut(original, ix, inputs=[inp.name], outputs=sources))
-    head_sessions = [
-        session(_cut(original, ix, inputs=[h.ref_input], outputs=list(h.outputs), batch_free=True)) for h in heads
-    ]
+    backbone = None if mlp else session(_cut(original, ix, inputs=[inp.name], outputs=sources, size_free=True))
+    head_sessions = [session(_cut(original, ix, inputs=[h.ref_input], outputs=list(h.outputs))) for h in heads]
     for size in sizes:
         shape: list[int] = [batch, *([0] * (len(inp.shape) - 1))] if not mlp else [batch, int(inp.shape[1]), *size]
         if not mlp:
@@ -301,10 +312,7 @@ def _verify_larger(
         log.info("verify: larger size %s", "x".join(map(str, size)))
         try:
             actual = _run(conv_sess, {inp.name: x}, f"the converted model at {list(shape)}")
-            if backbone is not None:
-                features = dict(zip(sources, backbone.run(sources, {inp.name: x}), strict=True))
-            else:
-                features = {inp.name: x}
+            features = _features(backbone, sources, inp.name, x, converted, report)
         except RuntimeError as exc:
             report.comparisons.append(
                 Comparison("larger size", inp.name, tuple(shape), (), math.inf, math.inf, False, str(exc))
@@ -330,6 +338,35 @@ def _verify_larger(
                         input_shape=tuple(shape),
                     )
                 )
+
+
+def _features(
+    backbone: ort.InferenceSession | None,
+    sources: list[str],
+    input_name: str,
+    x: np.ndarray,
+    converted: onnx.ModelProto,
+    report: VerificationReport,
+) -> dict[str, np.ndarray]:
+    """The head's feature maps at a larger size, from the original backbone.
+
+    When the original backbone cannot run at that size (it baked the size into a constant that
+    the conversion made size-agnostic), the converted backbone is used and the report says so.
+    """
+    if backbone is None:
+        return {input_name: x}
+    try:
+        return dict(zip(sources, backbone.run(sources, {input_name: x}), strict=True))
+    except Exception as exc:
+        note = (
+            "the original backbone cannot run at larger sizes "
+            f"({_first_line(exc)[:120]}); its size-agnostic rewrite was used as the reference backbone"
+        )
+        if note not in report.notes:
+            report.notes.append(note)
+    ix = GraphIndex(inferred_skeleton(converted))
+    fixed = session(_cut(converted, ix, inputs=[input_name], outputs=sources, size_free=True))
+    return dict(zip(sources, _run(fixed, {input_name: x}, "the size-agnostic backbone").values(), strict=True))
 
 
 def _reference(
@@ -369,9 +406,13 @@ def _reference(
 
 
 def _cut(
-    model: onnx.ModelProto, ix: GraphIndex, *, inputs: list[str], outputs: list[str], batch_free: bool = False
+    model: onnx.ModelProto, ix: GraphIndex, *, inputs: list[str], outputs: list[str], size_free: bool = False
 ) -> onnx.ModelProto:
-    """The part of `model` between `inputs` and `outputs` (original nodes and weights)."""
+    """The part of `model` between `inputs` and `outputs` (original nodes and weights).
+
+    The new inputs get a free batch dim; with `size_free` every dim is free (a backbone fed at
+    a larger size than it was exported at).
+    """
     graph = gs.import_onnx(model)
     tensors = graph.tensors()
     new_inputs = []
@@ -381,7 +422,7 @@ def _cut(
         t.dtype = onnx.helper.tensor_dtype_to_np_dtype(ix.elem_type(name))  # type: ignore[arg-type]
         if shape is not None:
             t.shape = [
-                "n" if (batch_free and i == 0) else (d if isinstance(d, int) else f"d{i}") for i, d in enumerate(shape)
+                d if isinstance(d, int) and i > 0 and not size_free else f"{name}_d{i}" for i, d in enumerate(shape)
             ]
         new_inputs.append(t)
     new_outputs = []
