@@ -1,5 +1,239 @@
+"""`onnx-fc2conv`: a thin click layer over the Python API.
+
+Exit codes: 0 converted (and verified); 1 verification failed, nothing written; 2 usage error or
+unreadable/invalid model; 3 FC layers that cannot be rewritten exactly, nothing written.
+"""
+
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
 
-def main():
-    pass
+import click
+
+from . import api, report
+from .errors import Fc2ConvError, NotConvertibleError, VerificationError
+from .shapes import DimNames
+from .verify import Tolerance, VerificationReport
+
+log = logging.getLogger("onnx_fc2conv")
+
+_DEFAULT_TOL = Tolerance()
+
+
+def _parse_size(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(p) for p in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a size like 320x256") from None
+    if not dims or any(d < 1 for d in dims):
+        raise click.BadParameter(f"'{text}' is not a size like 320x256")
+    return dims
+
+
+def _sizes(values: tuple[str, ...]) -> tuple[tuple[int, ...], ...] | None:
+    return tuple(_parse_size(v) for v in values) or None
+
+
+def _setup_logging(quiet: bool, debug: bool) -> None:
+    """Progress lines on a terminal; quiet when stderr is piped (warnings still show)."""
+    level = logging.DEBUG if debug else (logging.INFO if sys.stderr.isatty() and not quiet else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("onnx-fc2conv: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _fail(exc: Fc2ConvError, as_json: bool) -> None:
+    """One line on stderr (plus one per refused candidate), the documented exit code."""
+    click.echo(f"onnx-fc2conv: error: {exc}", err=True)
+    reasons = exc.reasons if isinstance(exc, NotConvertibleError) else []
+    if len(reasons) > 1:
+        for reason in reasons:
+            click.echo(f"  - {reason}", err=True)
+    if as_json:
+        payload: dict[str, Any] = {"status": "error", "exit_code": exc.exit_code, "error": str(exc)}
+        if reasons:
+            payload["reasons"] = reasons
+        if isinstance(exc, VerificationError) and isinstance(exc.report, VerificationReport):
+            payload["verification"] = report.verification_dict(exc.report)
+        click.echo(json.dumps(payload, indent=2))
+    elif isinstance(exc, VerificationError) and isinstance(exc.report, VerificationReport):
+        click.echo("\n".join(report.verification_lines(exc.report)), err=True)
+    sys.exit(exc.exit_code)
+
+
+def _guard(as_json: bool, debug: bool, action: Callable[[], None]) -> None:
+    try:
+        action()
+    except Fc2ConvError as exc:
+        if debug:
+            raise
+        _fail(exc, as_json)
+    except KeyboardInterrupt:
+        click.echo("onnx-fc2conv: interrupted; nothing written", err=True)
+        sys.exit(130)
+    except MemoryError:
+        click.echo("onnx-fc2conv: error: out of memory; nothing written", err=True)
+        sys.exit(2)
+    except Exception as exc:  # a bug or an unforeseen model: still one line, no traceback
+        if debug:
+            raise
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        click.echo(f"onnx-fc2conv: error: {type(exc).__name__}: {text[:300]} (rerun with --debug)", err=True)
+        sys.exit(2)
+
+
+def _common(fn: Callable) -> Callable:
+    fn = click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")(fn)
+    fn = click.option("-q", "--quiet", is_flag=True, help="No progress lines, even on a terminal.")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report on stdout.")(fn)
+    return fn
+
+
+def _verify_options(fn: Callable) -> Callable:
+    fn = click.option("--seed", default=0, show_default=True, help="Seed of the random verification inputs.")(fn)
+    fn = click.option(
+        "--size",
+        "sizes",
+        multiple=True,
+        metavar="HxW",
+        help="Larger input size to verify at (repeatable). Default: two non-square sizes about 1.25-1.75x.",
+    )(fn)
+    fn = click.option(
+        "--atol",
+        default=_DEFAULT_TOL.atol,
+        show_default=True,
+        help="Absolute tolerance (fp32; x100 for fp16, x1000 for bf16).",
+    )(fn)
+    fn = click.option(
+        "--rtol",
+        default=_DEFAULT_TOL.rtol,
+        show_default=True,
+        help="Relative tolerance (fp32; x100 for fp16, x500 for bf16).",
+    )(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="onnx-fc2conv")
+def main() -> None:
+    """Make classifier CNNs fully convolutional: FC heads become exact convolutions.
+
+    Exit codes: 0 done; 1 verification failed (nothing written); 2 usage error or
+    unreadable model; 3 FC layers that cannot be rewritten exactly (nothing written).
+    """
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=True))
+@click.argument("output_path", metavar="OUTPUT", type=click.Path(dir_okay=True))
+@click.option("--dense", is_flag=True, help="Global-pool heads: apply the head before the pool (a class map).")
+@click.option("--verify/--no-verify", default=True, show_default=True, help="Prove the result equal with onnxruntime.")
+@_verify_options
+@click.option("--batch-name", default="batch", show_default=True, help="Name of the symbolic batch dim.")
+@click.option("--height-name", default="height", show_default=True, help="Name of the symbolic input height.")
+@click.option("--width-name", default="width", show_default=True, help="Name of the symbolic input width.")
+@click.option(
+    "--external-data-mb",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Write weights to OUTPUT.data when the model exceeds this size (always above 2 GB).",
+)
+@click.option("--in-place", is_flag=True, help="Allow OUTPUT to be INPUT (replaced atomically).")
+@_common
+def convert(
+    input_path: str,
+    output_path: str,
+    dense: bool,
+    verify: bool,
+    rtol: float,
+    atol: float,
+    sizes: tuple[str, ...],
+    seed: int,
+    batch_name: str,
+    height_name: str,
+    width_name: str,
+    external_data_mb: int,
+    in_place: bool,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Rewrite the FC head of INPUT into convolutions and write OUTPUT."""
+    _setup_logging(quiet, debug)
+
+    def run() -> None:
+        options = api.ConvertOptions(
+            dense=dense,
+            verify=verify,
+            dim_names=DimNames(batch=batch_name, height=height_name, width=width_name),
+            tolerance=Tolerance(rtol=rtol, atol=atol),
+            sizes=_sizes(sizes),
+            seed=seed,
+            external_threshold=external_data_mb << 20,
+            in_place=in_place,
+        )
+        result, data = api.convert_file(input_path, output_path, options)
+        written = output_path + (f" (+ {data.name})" if data else "")
+        if as_json:
+            click.echo(json.dumps(report.conversion_dict(result, output_path), indent=2))
+        else:
+            click.echo(report.conversion_text(result, written))
+
+    _guard(as_json, debug, run)
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=True))
+@click.option("--dense", is_flag=True, help="Show global-pool heads as dense mode would rewrite them.")
+@_common
+def inspect(input_path: str, dense: bool, as_json: bool, quiet: bool, debug: bool) -> None:
+    """Show the FC heads of INPUT, what they would become, and why any cannot be rewritten."""
+    _setup_logging(quiet, debug)
+
+    def run() -> None:
+        found = api.inspect(input_path, api.ConvertOptions(dense=dense))
+        if as_json:
+            click.echo(json.dumps(report.inspection_dict(found), indent=2))
+        else:
+            click.echo(report.inspection_text(found))
+
+    _guard(as_json, debug, run)
+
+
+@main.command()
+@click.argument("original", type=click.Path(dir_okay=True))
+@click.argument("converted", type=click.Path(dir_okay=True))
+@_verify_options
+@_common
+def verify(
+    original: str,
+    converted: str,
+    rtol: float,
+    atol: float,
+    sizes: tuple[str, ...],
+    seed: int,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Check CONVERTED against ORIGINAL with onnxruntime (exit 1 when they differ)."""
+    _setup_logging(quiet, debug)
+
+    def run() -> None:
+        options = api.ConvertOptions(tolerance=Tolerance(rtol=rtol, atol=atol), sizes=_sizes(sizes), seed=seed)
+        result = api.verify(original, converted, options)
+        if as_json:
+            click.echo(json.dumps(report.verification_dict(result), indent=2))
+        else:
+            click.echo("\n".join(report.verification_lines(result)))
+        if not result.passed:
+            sys.exit(1)
+
+    _guard(as_json, debug, run)

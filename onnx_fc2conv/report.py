@@ -1,0 +1,210 @@
+"""Turn results into plain text tables or JSON-ready dicts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .api import ConversionResult, Inspection
+from .heads import Head, Skipped
+from .rewrite import LayerRewrite
+from .shapes import RelaxedInput
+from .verify import Comparison, VerificationReport
+
+
+def _dims(shape: tuple | list) -> str:
+    return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
+
+
+def _num(x: float) -> float | None:
+    return None if (math.isinf(x) or math.isnan(x)) else x
+
+
+# -- dicts ---------------------------------------------------------------------------------------
+
+
+def head_dict(head: Head, layers: tuple[LayerRewrite, ...] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "pattern": head.description,
+        "kind": head.kind,
+        "feature_map": head.feature,
+        "feature_shape": list(head.feature_shape),
+        "window": list(head.window),
+        "dense": head.dense,
+        "linear": head.linear,
+        "outputs": list(head.outputs),
+        "layers": [
+            {
+                "nodes": list(layer.nodes),
+                "op": layer.op,
+                "in_features": layer.in_features,
+                "out_features": layer.out_features,
+                "kernel_shape": list(layer.kernel_shape),
+                "parameters": layer.parameters,
+            }
+            for layer in head.layers
+        ],
+        "tail": [{"node": t.node, "op": t.op, "action": t.action} for t in head.tail],
+    }
+    if head.pool is not None:
+        out["pool"] = {"node": head.pool.node, "op": head.pool.op, "source": head.pool.source}
+    if layers is not None:
+        for record, done in zip(out["layers"], layers, strict=True):
+            record["old_weight_shape"] = list(done.old_weight_shape)
+            record["weight_copied"] = done.weight_copied
+    return out
+
+
+def skipped_dict(s: Skipped) -> dict[str, str]:
+    return {"node": s.node, "reason": s.reason}
+
+
+def comparison_dict(c: Comparison) -> dict[str, Any]:
+    return {
+        "check": c.check,
+        "output": c.output,
+        "input_shape": list(c.input_shape),
+        "shape": list(c.shape),
+        "max_abs_error": _num(c.max_abs),
+        "max_rel_error": _num(c.max_rel),
+        "status": "PASSED" if c.passed else "FAILED",
+        "note": c.note,
+    }
+
+
+def verification_dict(v: VerificationReport) -> dict[str, Any]:
+    return {
+        "passed": v.passed,
+        "comparisons": [comparison_dict(c) for c in v.comparisons],
+        "checker": v.checker,
+        "notes": list(v.notes),
+    }
+
+
+def relaxed_dict(r: RelaxedInput) -> dict[str, Any]:
+    return {"input": r.name, "old_shape": list(r.old_shape), "new_shape": list(r.new_shape)}
+
+
+def conversion_dict(result: ConversionResult, output: str | None = None) -> dict[str, Any]:
+    model = result.model
+    out: dict[str, Any] = {
+        "status": "converted",
+        "output": output,
+        "heads": [head_dict(r.head, r.layers) for r in result.rewrites],
+        "inputs": [relaxed_dict(r) for r in result.relaxed_inputs],
+        "outputs": {o.name: _output_dims(o) for o in model.graph.output},
+        "backbone_fixes": [{"node": f.node, "op": f.op, "change": f.change} for f in result.backbone_fixes],
+        "removed_nodes": result.removed_nodes,
+        "notices": list(result.notices),
+    }
+    if result.verification is not None:
+        out["verification"] = verification_dict(result.verification)
+    return out
+
+
+def inspection_dict(ins: Inspection) -> dict[str, Any]:
+    return {
+        "opset": ins.opset,
+        "inputs": {k: list(v) for k, v in ins.input_shapes.items()},
+        "fc_candidates": ins.candidates,
+        "heads": [head_dict(h) for h in ins.heads],
+        "skipped": [skipped_dict(s) for s in ins.skipped],
+        "backbone_fixes": [{"node": f.node, "op": f.op, "change": f.change} for f in ins.backbone_fixes],
+        "backbone_refusals": list(ins.backbone_refusals),
+    }
+
+
+def _output_dims(vi) -> list:
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
+
+
+# -- text ----------------------------------------------------------------------------------------
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
+def head_lines(index: int, head: Head, layers: tuple[LayerRewrite, ...] | None = None) -> list[str]:
+    mode = " (dense: head before the pool)" if head.dense else ""
+    lines = [
+        f"head {index}: {head.description}{mode}",
+        f"  feature map '{head.feature}' {_dims(head.feature_shape)}, window {'x'.join(map(str, head.window))}",
+    ]
+    rows = [["layer", "old op", "in", "out", "conv kernel", "params"]]
+    for i, layer in enumerate(head.layers):
+        old = layer.op
+        if layers is not None:
+            old += f" {_dims(layers[i].old_weight_shape)}"
+        rows.append(
+            [
+                str(i + 1),
+                old,
+                str(layer.in_features),
+                str(layer.out_features),
+                _dims(layer.kernel_shape),
+                f"{layer.parameters:,}",
+            ]
+        )
+    lines += _table(rows)
+    if head.tail:
+        lines.append(
+            "  then: " + ", ".join(f"{t.op}" + ("" if t.action == "keep" else f" ({t.action})") for t in head.tail)
+        )
+    lines.append("  outputs: " + ", ".join(head.outputs))
+    return lines
+
+
+def verification_lines(v: VerificationReport) -> list[str]:
+    rows = [["status", "check", "output", "input", "shape", "max abs", "max rel"]]
+    for c in v.comparisons:
+        rows.append(
+            [
+                "PASSED" if c.passed else "FAILED",
+                c.check,
+                c.output,
+                _dims(c.input_shape),
+                _dims(c.shape),
+                f"{c.max_abs:.3g}",
+                f"{c.max_rel:.3g}" + (f"  ({c.note})" if c.note else ""),
+            ]
+        )
+    lines = ["verification (onnxruntime):", *_table(rows), f"  onnx checker: {v.checker}"]
+    lines += [f"  note: {n}" for n in v.notes]
+    lines.append(f"  result: {'PASSED' if v.passed else 'FAILED'}")
+    return lines
+
+
+def conversion_text(result: ConversionResult, output: str | None = None) -> str:
+    lines: list[str] = []
+    for i, r in enumerate(result.rewrites, 1):
+        lines += head_lines(i, r.head, r.layers)
+    lines += [f"notice: {n}" for n in result.notices]
+    for f in result.backbone_fixes:
+        lines.append(f"backbone: {f.op} '{f.node}': {f.change}")
+    for r in result.relaxed_inputs:
+        lines.append(f"input '{r.name}': {_dims(r.old_shape)} -> {_dims(r.new_shape)}")
+    for o in result.model.graph.output:
+        lines.append(f"output '{o.name}': {_dims(_output_dims(o))}")
+    if result.verification is not None:
+        lines += verification_lines(result.verification)
+    else:
+        lines.append("verification: skipped (--no-verify)")
+    if output:
+        lines.append(f"wrote {output}")
+    return "\n".join(lines)
+
+
+def inspection_text(ins: Inspection) -> str:
+    lines = [f"opset {ins.opset}; inputs: " + ", ".join(f"'{k}' {_dims(v)}" for k, v in ins.input_shapes.items())]
+    if not ins.candidates:
+        lines.append("no FC layer: the model is already fully convolutional")
+    for i, head in enumerate(ins.heads, 1):
+        lines += head_lines(i, head)
+    for s in ins.skipped:
+        lines.append(f"skipped '{s.node}': {s.reason}")
+    for f in ins.backbone_fixes:
+        lines.append(f"backbone: {f.op} '{f.node}': {f.change}")
+    lines += [f"refused: {r}" for r in ins.backbone_refusals]
+    return "\n".join(lines)
