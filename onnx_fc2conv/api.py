@@ -191,6 +191,10 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     relaxed = relax_inputs(model, GraphIndex(model), options.dim_names, mlp_inputs, feeders)
     if not search.heads:
         notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
+    for head in search.heads:
+        if options.dense and not head.dense:
+            why = "it has no global pool" if head.pool is None else "ops sit between the pool and the FC layers"
+            notices.append(f"head {head.layers[0].nodes[0]}: dense mode does not apply ({why}); rewritten as usual")
     head_outputs = {
         out: (options.mlp_spatial_rank if h.kind == "mlp" else h.spatial_rank)
         for h in search.heads

@@ -120,7 +120,7 @@ def _only_unit_dims_differ(a: tuple, b: tuple) -> bool:
 
 
 def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
-    ort.set_default_logger_severity(3)  # failures are reported by us, in one line
+    ort.set_default_logger_severity(4)  # failures are reported by us, in one line
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     source = model if isinstance(model, str) else model.SerializeToString()
