@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -12,6 +12,7 @@ import onnx
 from . import io
 from .backbone import BackboneFix, fix_baked_sizes
 from .errors import NotConvertibleError, VerificationError
+from .geometry import Geometry, output_geometry
 from .graph import GraphIndex, node_label
 from .heads import Head, HeadSearch, Skipped, find_heads
 from .rewrite import LayerRewrite, remove_dead_nodes, rewrite_head
@@ -84,6 +85,7 @@ class Inspection:
     backbone_refusals: list[str]
     input_shapes: dict[str, tuple]
     opset: int
+    geometry: dict[str, Geometry | str] = field(default_factory=dict)
 
 
 def _load(source: ModelSource, *, copy: bool) -> onnx.ModelProto:
@@ -129,7 +131,20 @@ def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspe
     ix, search = _analyse(model, options)
     fixes, refusals = fix_baked_sizes(model, ix, search.heads, dry_run=True)
     inputs = {name: ix.shapes.get(name, ()) for name in ix.graph_inputs}
-    return Inspection(search.heads, search.skipped, search.candidates, fixes, refusals, inputs, ix.opset)
+    geometry: dict[str, Geometry | str] = {}
+    if not search.skipped and not refusals:
+        geometry = output_geometry(_convert_in_place(model, replace(options, verify=False)).model)
+    return Inspection(search.heads, search.skipped, search.candidates, fixes, refusals, inputs, ix.opset, geometry)
+
+
+def window_geometry(source: ModelSource, options: ConvertOptions | None = None) -> dict[str, Geometry | str]:
+    """Per output of the (converted) model: stride, receptive field and `box(cell)`, or why none.
+
+    An unconverted model is converted in memory first (without verification).
+    """
+    options = replace(options or ConvertOptions(), verify=False)
+    model = _load(source, copy=True)
+    return output_geometry(_convert_in_place(model, options).model)
 
 
 def convert(source: ModelSource, options: ConvertOptions | None = None) -> ConversionResult:

@@ -237,3 +237,67 @@ def verify(
             sys.exit(1)
 
     _guard(as_json, debug, run)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a comma-separated list of numbers") from None
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=True))
+@click.argument("image_path", metavar="IMAGE", type=click.Path(dir_okay=True))
+@click.argument("output_path", metavar="OUTPUT_PNG", type=click.Path(dir_okay=True))
+@click.option("--resize", "resize", metavar="HxW", help="Resize the image to this size before the model.")
+@click.option("--mean", default="0.485,0.456,0.406", show_default=True, help="Per-channel mean (on 0..1 pixels).")
+@click.option("--std", default="0.229,0.224,0.225", show_default=True, help="Per-channel std.")
+@click.option("--class", "class_index", type=int, help="Class to draw. Default: the class of the strongest cell.")
+@click.option("--output-name", help="Model output to draw. Default: the first [N, M, h, w] output.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=0), help="Strongest cells to list.")
+@click.option("--dense", is_flag=True, help="When MODEL still has its FC head: convert it in dense mode.")
+@_common
+def heatmap(
+    model_path: str,
+    image_path: str,
+    output_path: str,
+    resize: str | None,
+    mean: str,
+    std: str,
+    class_index: int | None,
+    output_name: str | None,
+    top: int,
+    dense: bool,
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+) -> None:
+    """Overlay one class's score map on IMAGE and write OUTPUT_PNG.
+
+    MODEL may be converted already or not (it is then converted in memory, verified).
+    """
+    from .heatmap import HeatmapOptions, render
+
+    _setup_logging(quiet, debug)
+
+    def run() -> None:
+        size = _parse_size(resize) if resize else None
+        if size is not None and len(size) != 2:
+            raise click.BadParameter("--resize takes HxW")
+        options = HeatmapOptions(
+            size=size,  # type: ignore[arg-type]
+            mean=_floats(mean),
+            std=_floats(std),
+            class_index=class_index,
+            output_name=output_name,
+            top=top,
+        )
+        result = api.convert(model_path, api.ConvertOptions(dense=dense))
+        drawn = render(result.model, image_path, output_path, options)
+        if as_json:
+            click.echo(json.dumps(report.heatmap_dict(drawn, output_path), indent=2))
+        else:
+            click.echo(report.heatmap_text(drawn, output_path))
+
+    _guard(as_json, debug, run)

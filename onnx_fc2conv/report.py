@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from .api import ConversionResult, Inspection
+from .geometry import Geometry
 from .heads import Head, Skipped
 from .rewrite import LayerRewrite
 from .shapes import RelaxedInput
@@ -111,7 +112,33 @@ def inspection_dict(ins: Inspection) -> dict[str, Any]:
         "skipped": [skipped_dict(s) for s in ins.skipped],
         "backbone_fixes": [{"node": f.node, "op": f.op, "change": f.change} for f in ins.backbone_fixes],
         "backbone_refusals": list(ins.backbone_refusals),
+        "geometry": geometry_dict(ins.geometry),
     }
+
+
+def geometry_dict(geometry: dict[str, Geometry | str]) -> dict[str, Any]:
+    return {k: (g.as_dict() if isinstance(g, Geometry) else {"unavailable": g}) for k, g in geometry.items()}
+
+
+def geometry_lines(geometry: dict[str, Geometry | str]) -> list[str]:
+    lines = []
+    for name, g in geometry.items():
+        if not isinstance(g, Geometry):
+            lines.append(f"geometry of '{name}': none ({g})")
+            continue
+        x = "x".join
+        spans = ", ".join(
+            f"{axis} {s}*{v}{o:+d} .. {s}*{v}{o + r - 1:+d}"
+            for axis, v, s, o, r in zip(
+                ("rows", "cols", "d3"), "ijk", g.stride, g.offset, g.receptive_field, strict=False
+            )
+        )
+        lines.append(
+            f"geometry of '{name}': output stride {x(map(str, g.stride))}, receptive field "
+            f"{x(map(str, g.receptive_field))}, offset {x(map(str, g.offset))}"
+        )
+        lines.append(f"  cell (i, j) sees input {spans} (inclusive; beyond the image is padding)")
+    return lines
 
 
 def _output_dims(vi) -> list:
@@ -207,4 +234,37 @@ def inspection_text(ins: Inspection) -> str:
     for f in ins.backbone_fixes:
         lines.append(f"backbone: {f.op} '{f.node}': {f.change}")
     lines += [f"refused: {r}" for r in ins.backbone_refusals]
+    lines += geometry_lines(ins.geometry)
+    return "\n".join(lines)
+
+
+def heatmap_dict(result, path: str) -> dict[str, Any]:
+    return {
+        "picture": path,
+        "output": result.output,
+        "class": result.class_index,
+        "map_shape": list(result.map_shape),
+        "image_size": list(result.image_size),
+        "geometry": result.geometry.as_dict() if result.geometry else None,
+        "cells": [
+            {
+                "cell": list(c.cell),
+                "box": [list(b) for b in c.box] if c.box else None,
+                "classes": [{"class": k, "score": v} for k, v in c.classes],
+            }
+            for c in result.cells
+        ],
+    }
+
+
+def heatmap_text(result, path: str) -> str:
+    h, w = result.image_size
+    lines = [
+        f"class {result.class_index} from '{result.output}': map {result.map_shape[0]}x{result.map_shape[1]} "
+        f"over a {h}x{w} image -> {path}"
+    ]
+    for c in result.cells:
+        where = f" rows {c.box[0][0]}..{c.box[0][1] - 1}, cols {c.box[1][0]}..{c.box[1][1] - 1}" if c.box else ""
+        best = ", ".join(f"class {k} {v:.3g}" for k, v in c.classes)
+        lines.append(f"  cell {c.cell}{where}: {best}")
     return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""Run a fully convolutional model on an image and overlay one class's score map on it.
+
+Pillow is an optional dependency (`pip install 'onnx-fc2conv[image]'`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .errors import UsageError
+from .geometry import Geometry, output_geometry
+from .graph import GraphIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeatmapOptions:
+    size: tuple[int, int] | None = None  # resize the image to (height, width) first
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    class_index: int | None = None  # default: the class of the strongest cell
+    output_name: str | None = None  # default: the first output that is a map
+    top: int = 5
+    alpha: float = 0.5
+
+
+@dataclass(frozen=True)
+class CellScore:
+    cell: tuple[int, int]
+    box: tuple[tuple[int, int], ...] | None  # ((row0, row1), (col0, col1)), stop exclusive
+    classes: tuple[tuple[int, float], ...]  # (class, score), best first
+
+
+@dataclass
+class HeatmapResult:
+    output: str
+    class_index: int
+    map_shape: tuple[int, int]
+    image_size: tuple[int, int]  # (height, width) of the picture written
+    geometry: Geometry | None
+    cells: list[CellScore] = field(default_factory=list)
+
+
+def _pillow():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise UsageError("the heatmap command needs Pillow: pip install 'onnx-fc2conv[image]'") from None
+    return Image
+
+
+def _layout(model: onnx.ModelProto) -> tuple[str, int, list[int]]:
+    """The image input's name, channel axis and spatial axes (the symbolic ones)."""
+    ix = GraphIndex(model)
+    for name in ix.graph_inputs:
+        shape = ix.shape(name) or ()
+        if len(shape) != 4:
+            continue
+        spatial = [a for a in range(1, 4) if not isinstance(shape[a], int)]
+        if len(spatial) != 2:
+            raise UsageError(f"input '{name}' {list(shape)} has fixed spatial dims: convert the model first")
+        channel = next(a for a in range(1, 4) if a not in spatial)
+        return name, channel, spatial
+    raise UsageError("the model has no image input [N, C, H, W] (or [N, H, W, C])")
+
+
+def _colormap(v: np.ndarray) -> np.ndarray:
+    """A blue-cyan-yellow-red ramp for values in [0, 1] -> uint8 RGB."""
+    stops = np.array([[0, 0, 128], [0, 160, 255], [255, 230, 0], [220, 0, 0]], dtype=np.float64)
+    pos = np.clip(v, 0, 1) * (len(stops) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
+    t = (pos - lo)[..., None]
+    return (stops[lo] * (1 - t) + stops[lo + 1] * t).astype(np.uint8)
+
+
+def render(
+    model: onnx.ModelProto,
+    image_path: str | os.PathLike[str],
+    output_png: str | os.PathLike[str],
+    options: HeatmapOptions,
+) -> HeatmapResult:
+    """Score map of one class over the image, written as a PNG; returns what was drawn."""
+    image_lib = _pillow()
+    name, channel_axis, _ = _layout(model)
+    channels = GraphIndex(model).shape(name)[channel_axis]  # type: ignore[index]
+    try:
+        img = image_lib.open(image_path)
+        img = img.convert("L" if channels == 1 else "RGB")
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{image_path}: not a readable image ({exc})") from exc
+    if options.size is not None:
+        img = img.resize((options.size[1], options.size[0]), image_lib.BILINEAR)
+    pixels = np.asarray(img, dtype=np.float32) / 255.0
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    mean = np.array(options.mean[: pixels.shape[-1]], np.float32)
+    std = np.array(options.std[: pixels.shape[-1]], np.float32)
+    x = ((pixels - mean) / std)[None]  # NHWC
+    if channel_axis == 1:
+        x = x.transpose(0, 3, 1, 2)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    outputs = {o.name: o for o in sess.get_outputs()}
+    out_name = options.output_name or next((o.name for o in sess.get_outputs() if len(o.shape) == 4), None)
+    if out_name is None or out_name not in outputs:
+        raise UsageError(
+            "the model has no class-map output [N, M, h, w]" if out_name is None else f"no output '{out_name}'"
+        )
+    try:
+        (scores,) = sess.run([out_name], {name: np.ascontiguousarray(x)})
+    except Exception as exc:
+        raise UsageError(f"the model failed on this image: {str(exc).splitlines()[0][:200]}") from exc
+    scores = scores[0].astype(np.float64)  # [M, h, w]
+    if scores.ndim != 3:
+        raise UsageError(f"output '{out_name}' has shape {list(scores.shape)}, not a class map")
+    best_per_class = scores.reshape(scores.shape[0], -1).max(axis=1)
+    cls = options.class_index if options.class_index is not None else int(best_per_class.argmax())
+    if not 0 <= cls < scores.shape[0]:
+        raise UsageError(f"class {cls} is out of range: the model has {scores.shape[0]} classes")
+    geo = output_geometry(model).get(out_name)
+    geometry = geo if isinstance(geo, Geometry) else None
+    height, width = pixels.shape[:2]
+    overlay = _overlay(scores[cls], geometry, (height, width), image_lib)
+    base = np.asarray(img.convert("RGB"), dtype=np.float64)
+    blended = (base * (1 - options.alpha) + overlay * options.alpha).astype(np.uint8)
+    _write_png(image_lib.fromarray(blended), Path(output_png))
+    return HeatmapResult(
+        out_name, cls, scores.shape[1:], (height, width), geometry, _top_cells(scores, geometry, options.top)
+    )
+
+
+def _overlay(score: np.ndarray, geometry: Geometry | None, size: tuple[int, int], image_lib) -> np.ndarray:
+    """Colour the map, one cell per stride step, centred on each cell's window."""
+    lo, hi = float(score.min()), float(score.max())
+    norm = (score - lo) / (hi - lo) if hi > lo else np.zeros_like(score)
+    colours = image_lib.fromarray(_colormap(norm))
+    height, width = size
+    if geometry is None:
+        return np.asarray(colours.resize((width, height), image_lib.NEAREST), dtype=np.float64)
+    sy, sx = geometry.stride
+    cy = geometry.offset[0] + geometry.receptive_field[0] / 2 - sy / 2
+    cx = geometry.offset[1] + geometry.receptive_field[1] / 2 - sx / 2
+    canvas = image_lib.new("RGB", (width, height), (0, 0, 128))
+    canvas.paste(colours.resize((score.shape[1] * sx, score.shape[0] * sy), image_lib.NEAREST), (round(cx), round(cy)))
+    return np.asarray(canvas, dtype=np.float64)
+
+
+def _top_cells(scores: np.ndarray, geometry: Geometry | None, top: int) -> list[CellScore]:
+    strongest = scores.max(axis=0)
+    order = np.argsort(strongest.reshape(-1))[::-1][:top]
+    cells = []
+    for flat in order:
+        i, j = np.unravel_index(int(flat), strongest.shape)
+        ranked = np.argsort(scores[:, i, j])[::-1][:3]
+        cells.append(
+            CellScore(
+                (int(i), int(j)),
+                geometry.box((int(i), int(j))) if geometry else None,
+                tuple((int(c), float(scores[c, i, j])) for c in ranked),
+            )
+        )
+    return cells
+
+
+def _write_png(picture, path: Path) -> None:
+    if not path.parent.exists():
+        raise UsageError(f"{path.parent}: output folder does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        picture.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
