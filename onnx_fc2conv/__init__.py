@@ -7,8 +7,19 @@ onnx.save(result.model, "model_fcn.onnx")
 
 from __future__ import annotations
 
-from .api import ConversionResult, ConvertOptions, HeadRewrite, Inspection, convert, convert_file, inspect, verify
+from .api import (
+    ConversionResult,
+    ConvertOptions,
+    HeadRewrite,
+    Inspection,
+    convert,
+    convert_file,
+    inspect,
+    verify,
+    window_geometry,
+)
 from .errors import Fc2ConvError, ModelLoadError, NotConvertibleError, UsageError, VerificationError
+from .geometry import Geometry
 from .heads import FcLayer, Head, Skipped
 from .shapes import DimNames
 from .verify import Comparison, Tolerance, VerificationReport
@@ -20,6 +31,7 @@ __all__ = [
     "DimNames",
     "Fc2ConvError",
     "FcLayer",
+    "Geometry",
     "Head",
     "HeadRewrite",
     "Inspection",
@@ -34,5 +46,6 @@ __all__ = [
     "convert_file",
     "inspect",
     "verify",
+    "window_geometry",
 ]
 __version__ = "0.1.0"
