@@ -161,7 +161,12 @@ def convert(source: ModelSource, options: ConvertOptions | None = None) -> Conve
     if original is None and options.verify:
         original = onnx.ModelProto()
         original.CopyFrom(model)
-    result = _convert_in_place(model, options)
+    try:
+        result = _convert_in_place(model, options)
+    except NotConvertibleError:
+        if options.verify and original is not None:
+            _require_runtime(original)
+        raise
     if options.verify:
         assert original is not None
         result.verification = verify_conversion(original, result, options)
@@ -215,8 +220,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
         for h in search.heads
         for out in h.outputs
     }
-    clear_output_shapes(model, set(head_outputs))
-    _relax_backbone_outputs(model, ix, set(head_outputs))
+    clear_output_shapes(model, set(ix.graph_outputs))  # every output may now depend on the new dims
     infer_shapes(model)
     name_output_dims(model, head_outputs, options.dim_names)
     _set_mode(model, options)
@@ -235,12 +239,6 @@ def _image_inputs(ix: GraphIndex, heads: list[Head]) -> set[str] | None:
         found.update(i for i in node.input if i in ix.graph_inputs)
     found.update(n for n in needed if n in ix.graph_inputs)
     return found
-
-
-def _relax_backbone_outputs(model: onnx.ModelProto, ix: GraphIndex, head_outputs: set[str]) -> None:
-    """Other outputs of rank >= 3 (feature maps, masks) now have size-dependent dims too."""
-    others = {o for o in ix.graph_outputs if o not in head_outputs and (ix.rank(o) or 0) >= 3}
-    clear_output_shapes(model, others)
 
 
 def _set_mode(model: onnx.ModelProto, options: ConvertOptions) -> None:
@@ -284,7 +282,12 @@ def convert_file(
     model = io.load_model(input_path, protected)
     if options.in_place:
         protected = set()
-    result = _convert_in_place(model, options)
+    try:
+        result = _convert_in_place(model, options)
+    except NotConvertibleError:
+        if options.verify:
+            _require_runtime(str(input_path))
+        raise
     if options.verify:
         original = io.load_model(input_path)
         result.verification = verify_conversion(original, result, options)
@@ -299,11 +302,20 @@ def convert_file(
     return result, data
 
 
+def _require_runtime(model: onnx.ModelProto | str) -> None:
+    """A model onnxruntime cannot load (a custom op, an opset it lacks) is invalid for a verified
+    conversion: that, not the head, is the first thing to report (ModelLoadError, exit 2)."""
+    from .verify import session
+
+    session(model)
+
+
 def _check_file(path: str) -> None:
+    """The checker on the written file (over 2 GB this is the only full check): part of verification."""
     try:
         onnx.checker.check_model(path, full_check=True)
     except Exception as exc:
-        raise NotConvertibleError(f"the converted model fails the ONNX checker: {io._short(exc)}") from exc
+        raise VerificationError(f"the converted model fails the ONNX checker: {io._short(exc)}") from exc
 
 
 __all__ = [

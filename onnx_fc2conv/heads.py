@@ -357,12 +357,27 @@ def _match_flatten(ix: GraphIndex, fc: onnx.NodeProto, data: str, mlp_rank: int)
         producer is not None
         and producer.op_type == "Transpose"
         and tuple(attr(producer, "perm", ())) == _channel_last_perm(rank)
-        and ix.use_count(src) == 1
-        and _static(ix, producer.input[0]) is not None
     ):
-        feature, perm = producer.input[0], _channel_last_perm(rank)
-        ops = ("Transpose", *ops)
-        kind = "nhwc"
+        # An NHWC flatten. Besides the flatten, only Shape nodes may read the transposed map
+        # (Keras/tf2onnx compute the Reshape target from Shape(x)); they keep their meaning
+        # because the Transpose stays for them.
+        others = [u for u in ix.users(src) if u is not node]
+        absorbable = (
+            src not in ix.output_set
+            and all(u.op_type == "Shape" for u in others)
+            and _static(ix, producer.input[0]) is not None
+        )
+        if absorbable:
+            feature, perm = producer.input[0], _channel_last_perm(rank)
+            ops = ("Transpose", *ops)
+            kind = "nhwc"
+        elif any(d != 1 for d in src_shape[1:-1]):
+            # Not absorbed, the [N, H, W, C] map would be read as [N, C', H', W']: exact only at
+            # the exported size (a 1 x 1 map cannot grow, so that case stays exact).
+            raise _Refusal(
+                f"{node_label(producer)} before {label} moves the channels last and its output is also "
+                "used elsewhere: the kernel layout cannot be proven"
+            )
     feature_shape = tuple(int(d) for d in ix.static_tail(feature))  # type: ignore[union-attr]
     pool = _match_pool(ix, feature)
     return _Flatten(kind, ops, feature, feature_shape, feature, perm, None, pool)
@@ -541,7 +556,7 @@ def find_heads(
             continue
         search.candidates += 1
         claimed.add(node.name)
-        data = node.input[0]
+        data = _data_operand(ix, node)
         try:
             flat = _match_flatten(ix, node, data, mlp_rank)
             first = _match_fc(ix, node, data, flat.feature_shape)
@@ -561,6 +576,15 @@ def find_heads(
         )  # fmt: skip
         search.heads.append(densify(head) if dense else head)
     return search
+
+
+def _data_operand(ix: GraphIndex, node: onnx.NodeProto) -> str:
+    """The operand carrying the activations. For `MatMul(W, x)` with a constant W on the left this
+    is `x`, so that _match_fc refuses it for what it is (the weight on the left) instead of the
+    matcher walking up from the weight and reporting a confusing reason."""
+    if node.op_type == "MatMul" and ix.is_constant(node.input[0]) and not ix.is_constant(node.input[1]):
+        return node.input[1]
+    return node.input[0]
 
 
 def densify(head: Head) -> Head:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
-from google.protobuf.message import DecodeError
 
 from .errors import ModelLoadError, UsageError
 
@@ -42,8 +41,25 @@ def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
                     yield a.t
 
 
+def _int_field(t: onnx.TensorProto, info: dict[str, str], key: str, location: str) -> int | None:
+    text = info.get(key)
+    if text is None or text == "":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ModelLoadError(f"tensor '{t.name}': external data {key} '{text}' in '{location}' is not a byte count")
+    return value
+
+
 def external_files(model: onnx.ModelProto, base: Path) -> set[Path]:
-    """The data files a model's external tensors point to (resolved, checked to stay under `base`)."""
+    """The data files a model's external tensors point to (resolved, checked to stay under `base`).
+
+    A location must be relative, must not contain `..`, and must resolve (symlinks followed)
+    to a regular file inside `base`; offset and length must lie within that file.
+    """
     files: set[Path] = set()
     root = base.resolve()
     for t in all_tensors(model):
@@ -53,39 +69,83 @@ def external_files(model: onnx.ModelProto, base: Path) -> set[Path]:
         location = info.get("location", "")
         if not location:
             raise ModelLoadError(f"tensor '{t.name}' is external but names no data file")
-        if os.path.isabs(location) or ".." in Path(location).parts:
-            raise ModelLoadError(f"tensor '{t.name}': external data location '{location}' leaves the model's folder")
+        leaves = f"tensor '{t.name}': external data location '{location}' leaves the model's folder"
+        if "\0" in location or os.path.isabs(location) or ".." in Path(location).parts:
+            raise ModelLoadError(leaves)
         target = (base / location).resolve()
         if root not in target.parents:
-            raise ModelLoadError(f"tensor '{t.name}': external data location '{location}' leaves the model's folder")
-        if not target.is_file():
+            raise ModelLoadError(leaves + f" (it resolves to {target})")
+        if not target.exists():
             raise ModelLoadError(f"tensor '{t.name}': external data file '{location}' is missing")
-        offset = int(info.get("offset", 0) or 0)
-        length = info.get("length")
+        if not target.is_file():
+            raise ModelLoadError(f"tensor '{t.name}': external data location '{location}' is not a file")
+        offset = _int_field(t, info, "offset", location) or 0
+        length = _int_field(t, info, "length", location)
         size = target.stat().st_size
-        if offset < 0 or (length is not None and offset + int(length) > size) or offset > size:
-            raise ModelLoadError(f"tensor '{t.name}': external data file '{location}' is shorter than declared")
+        end = offset + (length if length is not None else 0)
+        if offset > size or end > size:
+            raise ModelLoadError(
+                f"tensor '{t.name}': external data file '{location}' is shorter ({size} bytes) than declared "
+                f"(offset {offset}" + (f", length {length})" if length is not None else ")")
+            )
         files.add(target)
     return files
 
 
+# Typed payload fields and how many entries one element takes in each (complex: two).
+_TYPED_FIELDS = {
+    onnx.TensorProto.FLOAT: ("float_data", 1),
+    onnx.TensorProto.COMPLEX64: ("float_data", 2),
+    onnx.TensorProto.DOUBLE: ("double_data", 1),
+    onnx.TensorProto.COMPLEX128: ("double_data", 2),
+    onnx.TensorProto.INT64: ("int64_data", 1),
+    onnx.TensorProto.UINT32: ("uint64_data", 1),
+    onnx.TensorProto.UINT64: ("uint64_data", 1),
+    onnx.TensorProto.STRING: ("string_data", 1),
+}
+_PACKED_4BIT = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+
+
+def _expected_entries(t: onnx.TensorProto, count: int) -> tuple[str, int]:
+    """The payload field a tensor without raw_data uses, and how many entries it must hold."""
+    name, per = _TYPED_FIELDS.get(t.data_type, ("int32_data", 1))
+    if t.data_type in _PACKED_4BIT:
+        return name, (count + 1) // 2
+    return name, count * per
+
+
 def _check_tensor_sizes(model: onnx.ModelProto) -> None:
+    """Every tensor's payload matches its dims (onnxruntime would fail later with a vaguer message)."""
     for t in all_tensors(model):
-        if not t.HasField("raw_data") or t.data_type in (onnx.TensorProto.STRING, 0):
-            continue
+        if t.data_type == onnx.TensorProto.UNDEFINED:
+            raise ModelLoadError(f"tensor '{t.name}' has no data type")
+        if any(d < 0 for d in t.dims):
+            raise ModelLoadError(f"tensor '{t.name}' has negative dims {list(t.dims)}")
         count = 1
         for d in t.dims:
             count *= d
-        try:
-            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-        except (KeyError, ValueError, TypeError):
+        if t.HasField("raw_data"):
+            if t.data_type == onnx.TensorProto.STRING:
+                raise ModelLoadError(f"tensor '{t.name}': a string tensor cannot hold raw_data")
+            try:
+                itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+            except (KeyError, ValueError, TypeError):
+                continue
+            expected = (count + 1) // 2 if t.data_type in _PACKED_4BIT else count * itemsize
+            if len(t.raw_data) != expected:
+                raise ModelLoadError(
+                    f"tensor '{t.name}' holds {len(t.raw_data)} bytes but its dims {list(t.dims)} need {expected}"
+                )
             continue
-        bits = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
-        expected = (count + 1) // 2 if t.data_type in bits else count * itemsize
-        if len(t.raw_data) != expected:
-            raise ModelLoadError(
-                f"tensor '{t.name}' holds {len(t.raw_data)} bytes but its dims {list(t.dims)} need {expected}"
-            )
+        field, expected = _expected_entries(t, count)
+        held = len(getattr(t, field))
+        if held == expected:
+            continue
+        if held == 0 and count > 0 and not any(len(getattr(t, f)) for f, _ in set(_TYPED_FIELDS.values())):
+            raise ModelLoadError(f"tensor '{t.name}' has no data but its dims {list(t.dims)} need {count} values")
+        raise ModelLoadError(
+            f"tensor '{t.name}' holds {held} values in {field} but its dims {list(t.dims)} need {expected}"
+        )
 
 
 def load_model(path: str | os.PathLike[str], data_files: set[Path] | None = None) -> onnx.ModelProto:
@@ -94,18 +154,26 @@ def load_model(path: str | os.PathLike[str], data_files: set[Path] | None = None
     The external data files read are added to `data_files` when it is given.
     """
     p = Path(path)
-    if not p.exists():
-        raise UsageError(f"{p}: no such file")
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read ({exc.strerror or _short(exc)})") from exc
     if p.is_dir():
         raise UsageError(f"{p}: is a directory, not an ONNX file")
-    size = p.stat().st_size
-    if size == 0:
+    if not p.is_file():
+        raise UsageError(f"{p}: not a regular file")
+    if st.st_size == 0:
         raise ModelLoadError(f"{p}: empty file (0 bytes)")
     try:
-        model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
-        raise ModelLoadError(f"{p}: not a readable ONNX model ({_short(exc)})") from exc
-    except Exception as exc:  # protobuf raises implementation-specific errors on garbage
+        with open(p, "rb") as f:
+            model = onnx.load_model(f, load_external_data=False)
+    except OSError as exc:
+        raise UsageError(f"{p}: cannot read ({(exc.strerror or _short(exc)).lower()})") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ... on garbage
         raise ModelLoadError(f"{p}: not a readable ONNX model ({_short(exc)})") from exc
     validate_model(model, str(p))
     base = p.parent
@@ -114,19 +182,33 @@ def load_model(path: str | os.PathLike[str], data_files: set[Path] | None = None
         data_files.update(files)
     try:
         onnx.load_external_data_for_model(model, str(base))
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # OSError, ValueError, onnx.checker.ValidationError
         raise ModelLoadError(f"{p}: cannot read external data ({_short(exc)})") from exc
     _check_tensor_sizes(model)
     return model
 
 
 def validate_model(model: onnx.ModelProto, where: str = "model") -> None:
+    """What every later step takes for granted: an IR version, a graph with nodes, a known default opset."""
     if model.ir_version <= 0:
         raise ModelLoadError(f"{where}: not an ONNX model (no ir_version)")
-    if not model.HasField("graph") or len(model.graph.node) == 0:
-        raise ModelLoadError(f"{where}: the graph is empty")
-    if not any(imp.domain in ("", "ai.onnx") for imp in model.opset_import):
+    if model.ir_version > onnx.IR_VERSION:
+        raise ModelLoadError(
+            f"{where}: IR version {model.ir_version} is newer than this onnx ({onnx.__version__}) supports "
+            f"({onnx.IR_VERSION})"
+        )
+    if not model.HasField("graph"):
+        raise ModelLoadError(f"{where}: not an ONNX model (no graph)")
+    if len(model.graph.node) == 0:
+        raise ModelLoadError(f"{where}: the graph is empty (no nodes)")
+    default = [imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")]
+    if not default:
         raise ModelLoadError(f"{where}: no default-domain opset import")
+    known = onnx.defs.onnx_opset_version()
+    if not 1 <= default[0] <= known:
+        raise ModelLoadError(
+            f"{where}: opset {default[0]} is not supported (this onnx {onnx.__version__} knows opsets 1 to {known})"
+        )
 
 
 def _short(exc: BaseException) -> str:
@@ -135,22 +217,39 @@ def _short(exc: BaseException) -> str:
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Whether two paths name one file (symlinks and hard links included)."""
     pa, pb = Path(a), Path(b)
-    if pa.exists() and pb.exists():
-        return os.path.samefile(pa, pb)
+    try:
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+    except OSError:
+        pass
     return pa.resolve() == pb.resolve()
+
+
+def output_target(output: str | os.PathLike[str]) -> Path:
+    """The file an output path names: a symlink is written through (it keeps pointing at the new file)."""
+    out = Path(output)
+    return Path(os.path.realpath(out)) if out.is_symlink() else out
 
 
 def check_output_path(
     input_path: str | os.PathLike[str] | None, output: str | os.PathLike[str], in_place: bool
 ) -> None:
-    out = Path(output)
+    """Refuse, before any work, an output that cannot be written or that would overwrite the input."""
+    given = Path(output)
+    out = output_target(given)
     if out.is_dir():
-        raise UsageError(f"{out}: is a directory; give the output file's path")
-    if not out.parent.exists():
+        raise UsageError(f"{given}: is a directory; give the output file's path")
+    if not out.parent.is_dir():
         raise UsageError(f"{out.parent}: output folder does not exist")
-    if input_path is not None and not in_place and same_file(input_path, out):
-        raise UsageError(f"{out}: the output is the input; choose another path or pass --in-place")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{out.parent}: output folder is not writable")
+    if input_path is not None and not in_place and same_file(input_path, given):
+        raise UsageError(f"{given}: the output is the input; choose another path or pass --in-place")
+    data = out.parent / (out.name + ".data")
+    if input_path is not None and data.exists() and same_file(input_path, data):
+        raise UsageError(f"{data}: the output's data file would overwrite the input; choose another output name")
 
 
 def save_model(
@@ -162,34 +261,72 @@ def save_model(
     check: Callable[[str], None] | None = None,
 ) -> Path | None:
     """Write atomically: everything goes to a temporary folder beside the output, the data file
-    is moved into place first and the model last. Returns the data file's path, if one was written.
+    is moved into place first and the model last (`os.replace`). Returns the data file's path,
+    if one was written.
 
     Weights go to `<output>.data` when the model is larger than `external_threshold` (or than
-    protobuf's 2 GB limit). Saving with external data moves the weights out of `model`.
+    protobuf's 2 GB limit): tensors of 1 KiB or more, every tensor when the threshold is 0. A stale
+    data file of that name is replaced, never appended to.
+    Saving with external data moves the weights out of `model`. `check(path)` runs on the
+    temporary model before anything is moved; when it raises, nothing is written. When the
+    final move of the model fails, the previous data file is put back.
     """
-    out = Path(output)
+    out = output_target(output)
     size = model.ByteSize()
     external = size > external_threshold or size >= TWO_GB - (1 << 20)
     data_name = out.name + ".data"
     data_path = out.parent / data_name
     if external and protected and data_path.resolve() in protected:
         raise UsageError(f"{data_path}: would overwrite the input's external data; choose another output name")
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    if external and data_path.is_dir():
+        raise UsageError(f"{data_path}: is a directory; the output's data file cannot be written")
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise UsageError(f"cannot write in {out.parent}: {exc.strerror or _short(exc)}; nothing written") from exc
     try:
         tmp_model = tmpdir / out.name
-        if external:
-            onnx.save_model(
-                model, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
-                location=data_name, size_threshold=1024,
-            )  # fmt: skip
-        else:
-            onnx.save_model(model, str(tmp_model))
+        try:
+            if external:
+                onnx.save_model(
+                    model, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=data_name, size_threshold=min(1024, external_threshold),
+                )  # fmt: skip
+            else:
+                onnx.save_model(model, str(tmp_model))
+        except OSError as exc:
+            raise UsageError(f"cannot write {out}: {exc.strerror or _short(exc)}; nothing written") from exc
+        external = external and (tmpdir / data_name).is_file()  # every tensor may have stayed inline
         if check is not None:
             check(str(tmp_model))
-        if external:
-            os.replace(tmpdir / data_name, data_path)
-        os.replace(tmp_model, out)
+        _move_into_place(tmpdir, tmp_model, out, data_path if external else None)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     log.info("wrote %s%s", out, f" and {data_name}" if external else "")
     return data_path if external else None
+
+
+def _move_into_place(tmpdir: Path, tmp_model: Path, out: Path, data_path: Path | None) -> None:
+    """Data file first, model last; if the model cannot be moved, restore the previous data file."""
+    backup: Path | None = None
+    existed = data_path is not None and data_path.exists()
+    try:
+        if data_path is not None:
+            if existed:
+                backup = tmpdir / "previous.data"
+                try:
+                    os.link(data_path, backup)
+                except OSError:  # no hard links here: the window stays (two back-to-back renames)
+                    backup = None
+            os.replace(tmpdir / data_path.name, data_path)
+        os.replace(tmp_model, out)
+    except OSError as exc:
+        if data_path is not None:
+            try:
+                if backup is not None:
+                    os.replace(backup, data_path)
+                elif not existed:
+                    data_path.unlink(missing_ok=True)
+            except OSError:
+                log.warning("could not restore %s", data_path)
+        raise UsageError(f"cannot write {out}: {exc.strerror or _short(exc)}; nothing written") from exc

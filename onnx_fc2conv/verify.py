@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,12 +124,59 @@ def _only_unit_dims_differ(a: tuple, b: tuple) -> bool:
 def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
     ort.set_default_logger_severity(4)  # failures are reported by us, in one line
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    source = model if isinstance(model, str) else model.SerializeToString()
+    # Fatal only: probing whether the original backbone or head runs at a larger size or batch
+    # fails by design for size-baked models; at level 3 onnxruntime printed each such expected
+    # failure to stderr, breaking the one-line-error contract of the CLI.
+    opts.log_severity_level = 4
     try:
+        source = _session_source(model, opts)
         return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelLoadError(f"onnxruntime cannot load the model: {_first_line(exc)}") from exc
+
+
+# A ModelProto above this cannot be serialized (protobuf's 2 GB limit): its large weights are
+# handed to onnxruntime as external initializers instead.
+_SERIALIZE_LIMIT = 2**31 - (1 << 26)
+_LARGE_TENSOR = 1 << 20
+
+
+def _session_source(model: onnx.ModelProto | str, opts: ort.SessionOptions) -> str | bytes:
+    """What InferenceSession is given: a path, the serialized model or, over 2 GB, a stub.
+
+    The stub's large initializers are marked external and their values are added to `opts`
+    as OrtValues over numpy buffers (used in place by the CPU provider: one copy of each
+    weight per session, taken out of the protobuf and put back afterwards). Prepacking is
+    switched off for such models: it would copy every packed weight once more.
+    """
+    if isinstance(model, str):
+        return model
+    if model.ByteSize() < _SERIALIZE_LIMIT:
+        return model.SerializeToString()
+    opts.add_session_config_entry("session.disable_prepacking", "1")
+    detached: list[tuple[onnx.TensorProto, bytes]] = []
+    names, values = [], []
+    try:
+        for t in model.graph.initializer:
+            if t.data_location != onnx.TensorProto.DEFAULT or len(t.raw_data) < _LARGE_TENSOR:
+                continue
+            data = t.raw_data
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+            array = np.frombuffer(data, dtype=dtype).reshape(tuple(t.dims))
+            detached.append((t, data))
+            t.ClearField("raw_data")
+            t.data_location = onnx.TensorProto.EXTERNAL
+            entry = t.external_data.add()
+            entry.key, entry.value = "location", "external-initializer"
+            names.append(t.name)
+            values.append(ort.OrtValue.ortvalue_from_numpy(array))
+        opts.add_external_initializers(names, values)
+        return model.SerializeToString()
+    finally:
+        for t, data in detached:
+            t.ClearField("external_data")
+            t.data_location = onnx.TensorProto.DEFAULT
+            t.raw_data = data
 
 
 def _first_line(exc: BaseException) -> str:
@@ -181,7 +230,8 @@ def _inputs(original: onnx.ModelProto, converted: onnx.ModelProto) -> list[_Inpu
 
 
 def _concrete(shape: tuple, batch: int) -> tuple[int, ...] | None:
-    dims = [batch, *shape[1:]] if shape else []
+    # A fixed batch dim is kept: a model exported for batch 2 (a Reshape baking [2, K]) cannot run at 1.
+    dims = [shape[0] if isinstance(shape[0], int) else batch, *shape[1:]] if shape else []
     if not all(isinstance(d, int) and d > 0 for d in dims):
         return None
     return tuple(dims)
@@ -189,8 +239,8 @@ def _concrete(shape: tuple, batch: int) -> tuple[int, ...] | None:
 
 def default_sizes(spatial: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     """Two larger, non-square sizes: grow each axis by a different factor."""
-    if len(spatial) == 0:
-        return ((3, 5), (6, 4))
+    if all(s == 1 for s in spatial):  # an MLP input [N, K] relaxed to [N, K, *S]: any sizes, one per axis
+        return ((3, 5, 4)[: len(spatial)] or (3, 5), (6, 4, 3)[: len(spatial)] or (6, 4))
     first = tuple(int(round(s * f)) + i for i, (s, f) in enumerate(zip(spatial, (1.5, 1.25, 1.25), strict=False)))
     second = tuple(int(round(s * f)) + 1 for s, f in zip(spatial, (1.25, 1.75, 1.5), strict=False))
     return first, second
@@ -290,10 +340,16 @@ def _verify_larger(
         return
     inp = image[0]
     mlp = any(h.kind == "mlp" for h in heads)
-    batch = 1 if isinstance(inp.shape[0], int) else 2
-    spatial = tuple(int(inp.shape[a]) for a in inp.spatial_axes) if not mlp else ()
+    batch = int(inp.shape[0]) if isinstance(inp.shape[0], int) else 2  # a fixed batch stays fixed
+    # An MLP's spatial rank is the option it was converted with (mlp_spatial_rank), not always 2.
+    mlp_rank = next((h.spatial_rank for h in heads if h.kind == "mlp"), 2)
+    spatial = tuple(int(inp.shape[a]) for a in inp.spatial_axes) if not mlp else (1,) * mlp_rank
     sizes = options.sizes or default_sizes(spatial)
     sources = list(dict.fromkeys(h.feature if not h.dense else h.pool.source for h in heads))  # type: ignore[union-attr]
+    exported = {  # each feature map's (C, *S) at the exported size
+        (h.pool.source if h.dense else h.feature): (h.pool.source_shape if h.dense else h.feature_shape)  # type: ignore[union-attr]
+        for h in heads
+    }
     ix = GraphIndex(inferred_skeleton(original))
     backbone = None if mlp else session(_cut(original, ix, inputs=[inp.name], outputs=sources, size_free=True))
     head_sessions = [session(_cut(original, ix, inputs=[h.ref_input], outputs=list(h.outputs))) for h in heads]
@@ -312,7 +368,7 @@ def _verify_larger(
         log.info("verify: larger size %s", "x".join(map(str, size)))
         try:
             actual = _run(conv_sess, {inp.name: x}, f"the converted model at {list(shape)}")
-            features = _features(backbone, sources, inp.name, x, converted, report)
+            features = _features(backbone, sources, inp.name, x, converted, report, exported)
         except RuntimeError as exc:
             report.comparisons.append(
                 Comparison("larger size", inp.name, tuple(shape), (), math.inf, math.inf, False, str(exc))
@@ -347,16 +403,36 @@ def _features(
     x: np.ndarray,
     converted: onnx.ModelProto,
     report: VerificationReport,
+    exported: dict[str, tuple[int, ...]] | None = None,
 ) -> dict[str, np.ndarray]:
     """The head's feature maps at a larger size, from the original backbone.
 
     When the original backbone cannot run at that size (it baked the size into a constant that
     the conversion made size-agnostic), the converted backbone is used and the report says so.
+    The same holds when it runs but pins the map to its exported size (a Resize to fixed
+    `sizes`, which the conversion turned into `scales`): the window grid of a pinned map is
+    1 x 1 and could never match the converted model's larger map.
     """
     if backbone is None:
         return {input_name: x}
     try:
-        return dict(zip(sources, backbone.run(sources, {input_name: x}), strict=True))
+        maps = dict(zip(sources, backbone.run(sources, {input_name: x}), strict=True))
+        pinned = [
+            s
+            for s in sources
+            if exported
+            and s in exported
+            and any(d > 1 for d in exported[s][1:])
+            and tuple(maps[s].shape[2:]) == tuple(exported[s][1:])
+        ]
+        if not pinned:
+            return maps
+        note = (
+            f"the original backbone pins '{pinned[0]}' to its exported size {list(exported[pinned[0]][1:])} "  # type: ignore[index]
+            "at larger inputs; its size-agnostic rewrite was used as the reference backbone"
+        )
+        if note not in report.notes:
+            report.notes.append(note)
     except Exception as exc:
         note = (
             "the original backbone cannot run at larger sizes "
@@ -413,6 +489,44 @@ def _cut(
     The new inputs get a free batch dim; with `size_free` every dim is free (a backbone fed at
     a larger size than it was exported at).
     """
+    with _tensor_names_kept(model):
+        return _cut_graph(model, ix, inputs=inputs, outputs=outputs, size_free=size_free)
+
+
+@contextlib.contextmanager
+def _tensor_names_kept(model: onnx.ModelProto) -> Iterator[None]:
+    """onnx-graphsurgeon's exporter writes `name` into the TensorProtos it was imported from
+    (weights are shared, not copied), so cutting `model` would rename the caller's Constant
+    attribute tensors: convert() and verify() promise to leave their inputs untouched."""
+    saved = []
+    for tensor in _attribute_tensors(model.graph):
+        saved.append((tensor, tensor.name if tensor.HasField("name") else None))
+    saved += [(t, t.name) for t in model.graph.initializer]
+    try:
+        yield
+    finally:
+        for tensor, name in saved:
+            if name is None:
+                tensor.ClearField("name")
+            else:
+                tensor.name = name
+
+
+def _attribute_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("g"):
+                yield from _attribute_tensors(a.g)
+            for g in a.graphs:
+                yield from _attribute_tensors(g)
+
+
+def _cut_graph(
+    model: onnx.ModelProto, ix: GraphIndex, *, inputs: list[str], outputs: list[str], size_free: bool
+) -> onnx.ModelProto:
     graph = gs.import_onnx(model)
     tensors = graph.tensors()
     new_inputs = []
