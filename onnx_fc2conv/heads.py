@@ -410,6 +410,7 @@ def _walk_tail(
     spatial = first_spatial(first)
     downstream = _downstream(ix, first.output)
     visited: set[str] = set(first.nodes)
+    probes: list[onnx.NodeProto] = []
     queue: deque[tuple[str, int]] = deque([(first.output, first.out_features)])
     while queue:
         tensor, width = queue.popleft()
@@ -455,10 +456,39 @@ def _walk_tail(
                 continue
             elif op in FLATTEN_TAIL_OPS and _is_noop_flatten(ix, user, tensor, width):
                 tail.append(TailOp(user.name, op, "to_identity"))
+            elif op == "Shape":
+                probes.append(user)  # allowed only as the size of a final flatten: checked below
+                continue
             else:
                 raise _Refusal(f"{label} after the FC layers is not supported")
             queue.append((user.output[0], width))
+    identities = {t.node for t in tail if t.action == "to_identity"}
+    for probe in probes:
+        _require_shape_only_for(ix, probe, identities)
     return layers, tail, outputs, linear
+
+
+_SHAPE_ARITHMETIC = frozenset(
+    {"Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Identity", "Mul", "Div", "Add", "Sub", "ReduceProd"}
+)
+
+
+def _require_shape_only_for(ix: GraphIndex, probe: onnx.NodeProto, identities: set[str]) -> None:
+    """A `Shape` of a head tensor may only compute the target of a final flatten that is dropped."""
+    queue = deque([probe.output[0]])
+    seen: set[str] = set()
+    while queue:
+        tensor = queue.popleft()
+        if tensor in ix.output_set:
+            raise _Refusal(f"{node_label(probe)} after the FC layers feeds a graph output")
+        for user in ix.users(tensor):
+            if user.name in identities and user.input[0] != tensor:
+                continue
+            if user.op_type not in _SHAPE_ARITHMETIC:
+                raise _Refusal(f"{node_label(probe)} after the FC layers feeds {node_label(user)}")
+            if user.name not in seen:
+                seen.add(user.name)
+                queue.extend(o for o in user.output if o)
 
 
 def first_spatial(layer: FcLayer) -> int:

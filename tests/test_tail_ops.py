@@ -20,6 +20,7 @@ from builders import (
     initializer,
     ops,
 )
+from onnx import TensorProto, helper, numpy_helper
 
 import onnx_fc2conv
 
@@ -343,3 +344,42 @@ def test_logits_and_probabilities_both_outputs() -> None:
     assert [dims(o) for o in out.graph.output] == [["batch", M, "out_height", "out_width"]] * 2
     got = assert_sliding(model, out, big_input((2, 3, 7, 6)), window=WINDOW)
     assert_close(got["probs"].sum(axis=1), np.ones((2, 3, 3), np.float32))
+
+
+def _computed_final_reshape_model(extra_use: bool) -> onnx.ModelProto:
+    """Flatten -> Gemm -> Reshape(y, Concat(Shape(y)[0], -1)): a final flatten with a computed target."""
+    rng = np.random.default_rng(11)
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["f"]),
+        helper.make_node("Gemm", ["f", "w"], ["y0"], transB=1),
+        helper.make_node("Shape", ["y0"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["b"], axis=0),
+        helper.make_node("Unsqueeze", ["b", "axes"], ["bu"]),
+        helper.make_node("Concat", ["bu", "m1"], ["shp"], axis=0),
+        helper.make_node("Reshape", ["y0", "shp"], ["y"]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])]
+    if extra_use:
+        outputs.append(helper.make_tensor_value_info("shp", TensorProto.INT64, [2]))
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((5, 18)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array([0], np.int64), "axes"),
+        numpy_helper.from_array(np.array([-1], np.int64), "m1"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 3, 3])], outputs, inits
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_final_reshape_with_a_computed_target_is_dropped() -> None:
+    result = onnx_fc2conv.convert(_computed_final_reshape_model(extra_use=False))
+    assert [n.op_type for n in result.model.graph.node] == ["Conv", "Identity"]
+    assert result.verification.passed
+
+
+def test_shape_of_the_head_used_elsewhere_is_refused() -> None:
+    with pytest.raises(onnx_fc2conv.NotConvertibleError) as err:
+        onnx_fc2conv.convert(_computed_final_reshape_model(extra_use=True))
+    assert "Shape 'Shape_2' after the FC layers feeds a graph output" in str(err.value)
