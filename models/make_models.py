@@ -1,15 +1,16 @@
 """Regenerate the golden ONNX test models for ``onnx_fc2conv``.
 
-PyTorch and TensorFlow live in different virtual environments, so the generators are split by backend::
+PyTorch and TensorFlow usually live in different virtual environments, so the generators are split by
+backend (torch needs ``torch==2.13.0 onnxscript``; keras needs ``tensorflow-cpu tf2onnx``)::
 
-    /work/venv-torch/bin/python models/make_models.py torch   # TorchScript-based + dynamo exports
-    /work/venv-tf/bin/python models/make_models.py keras      # Keras 3 models through tf2onnx
-    python models/make_models.py all                          # both, via the interpreters below
+    <torch-env>/bin/python models/make_models.py torch   # TorchScript-based + dynamo exports
+    <tf-env>/bin/python models/make_models.py keras      # Keras 3 models through tf2onnx
+    python models/make_models.py all                     # both, via the interpreters below
 
 ``all`` re-invokes this script once per backend with the interpreters named by the environment variables
 ``FC2CONV_TORCH_PYTHON`` and ``FC2CONV_TF_PYTHON`` (default: the current interpreter), e.g.::
 
-    FC2CONV_TORCH_PYTHON=/work/venv-torch/bin/python FC2CONV_TF_PYTHON=/work/venv-tf/bin/python \\
+    FC2CONV_TORCH_PYTHON=<torch-env>/bin/python FC2CONV_TF_PYTHON=<tf-env>/bin/python \\
         python models/make_models.py all
 
 Every model is built from seeded weights, put in eval mode, exported, then loaded back in onnxruntime, run
@@ -369,6 +370,7 @@ def build_torch() -> None:
             else:
                 dyn = ({0: torch.export.Dim("batch", min=1, max=1024)},) if job.dynamic_batch else None
                 torch.onnx.export(model, (x,), str(path), dynamo=True, dynamic_shapes=dyn, verbose=False, **common)
+                _strip_stack_traces(path)
 
         def reference(a: np.ndarray, model: nn.Module = model) -> np.ndarray:
             with torch.no_grad():
@@ -378,6 +380,19 @@ def build_torch() -> None:
         records.append(record)
         _written(record)
     update_manifest("torch", records)
+
+
+def _strip_stack_traces(path: Path) -> None:
+    """Drop the per-node Python stack traces the dynamo exporter records: they hold this machine's
+    absolute paths and make the files change whenever this script is edited. Graph and weights stay."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    for node in model.graph.node:
+        keep = [p for p in node.metadata_props if "stack_trace" not in p.key]
+        del node.metadata_props[:]
+        node.metadata_props.extend(keep)
+    onnx.save(model, str(path))
 
 
 # --------------------------------------------------------------------------------------------------------
