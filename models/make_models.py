@@ -317,6 +317,34 @@ def build_torch() -> None:
             x = torch.relu(self.bn(self.fc1(x)))
             return torch.softmax(self.fc2(x), dim=1)
 
+    class ColourDemo(nn.Module):
+        """Hand-set weights, no training: classes 0 yellow, 1 green, 2 red by how much of each colour a
+        32 x 32 window holds. It reads ImageNet-normalised input (the heatmap command's default) and
+        undoes that normalisation in its first 1 x 1 conv, so its class map on models/example.png
+        lights up where the shapes are."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.colour = nn.Conv2d(3, 3, 1)
+            self.pool = nn.AvgPool2d(4)
+            self.fc = nn.Linear(3 * 8 * 8, 3)
+            mean = torch.tensor([0.485, 0.456, 0.406])
+            std = torch.tensor([0.229, 0.224, 0.225])
+            # on 0..1 pixels: yellow R+G-2B-1.2, green G-R-B-0.1, red R-G-B-0.3
+            w = torch.tensor([[1.0, 1.0, -2.0], [-1.0, 1.0, -1.0], [1.0, -1.0, -1.0]])
+            b = torch.tensor([-1.2, -0.1, -0.3])
+            with torch.no_grad():
+                self.colour.weight.copy_((w * std).reshape(3, 3, 1, 1))
+                self.colour.bias.copy_(b + w @ mean)
+                per_class = torch.zeros(3, 3, 8, 8)
+                for c in range(3):
+                    per_class[c, c] = 1.0 / 4.0  # a window full of the colour scores about 16
+                self.fc.weight.copy_(per_class.reshape(3, -1))
+                self.fc.bias.zero_()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.flatten(self.pool(torch.relu(self.colour(x))), 1))
+
     @dataclass
     class Job:
         file: str
@@ -348,6 +376,7 @@ def build_torch() -> None:
         Job("dynamo_view_head_dynbatch.onnx", ViewHead, (1, 3, 48, 40), "dynamo", 18, dynamic_batch=True),
         Job("ts_lenet_softmax_op11.onnx", lambda: LeNet5(hidden=(32, 16), softmax=True), (1, 1, 32, 32),
             "torchscript", 11),
+        Job("ts_colour_demo.onnx", ColourDemo, (1, 3, 32, 32), "torchscript", 17),
     ]  # fmt: skip
 
     torch.use_deterministic_algorithms(True)

@@ -133,7 +133,7 @@ def render(
     blended = (base * (1 - options.alpha) + overlay * options.alpha).astype(np.uint8)
     _write_png(image_lib.fromarray(blended), Path(output_png))
     return HeatmapResult(
-        out_name, cls, scores.shape[1:], (height, width), geometry, _top_cells(scores, geometry, options.top)
+        out_name, cls, scores.shape[1:], (height, width), geometry, _top_cells(scores, cls, geometry, options.top)
     )
 
 
@@ -153,8 +153,9 @@ def _overlay(score: np.ndarray, geometry: Geometry | None, size: tuple[int, int]
     return np.asarray(canvas, dtype=np.float64)
 
 
-def _top_cells(scores: np.ndarray, geometry: Geometry | None, top: int) -> list[CellScore]:
-    strongest = scores.max(axis=0)
+def _top_cells(scores: np.ndarray, cls: int, geometry: Geometry | None, top: int) -> list[CellScore]:
+    """The cells where the drawn class scores highest, each with its three best classes."""
+    strongest = scores[cls]
     order = np.argsort(strongest.reshape(-1))[::-1][:top]
     cells = []
     for flat in order:

@@ -80,3 +80,21 @@ def test_heatmap_errors_are_one_line(tmp_path: Path) -> None:
     )
     assert bad_class.exit_code == 2 and "class 99 is out of range" in bad_class.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("cls", "region"),
+    [(0, ((40, 110), (40, 110))), (1, ((90, 170), (150, 230))), (2, ((20, 75), (90, 170)))],
+)
+def test_colour_demo_finds_each_shape(tmp_path: Path, cls: int, region: tuple) -> None:
+    """models/example.png holds a yellow disc, a green square and a red triangle: each class map peaks there."""
+    result = _run(
+        "heatmap", str(MODELS / "ts_colour_demo.onnx"), str(IMAGE), str(tmp_path / "h.png"), "--class", str(cls), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.output)
+    best = max(payload["cells"], key=lambda c: dict((k["class"], k["score"]) for k in c["classes"]).get(cls, -1))
+    (r0, r1), (c0, c1) = best["box"]
+    centre = ((r0 + r1) / 2, (c0 + c1) / 2)
+    (top, bottom), (left, right) = region
+    assert top <= centre[0] <= bottom and left <= centre[1] <= right, (cls, best)
