@@ -89,7 +89,13 @@ def test_heatmap_errors_are_one_line(tmp_path: Path) -> None:
 def test_colour_demo_finds_each_shape(tmp_path: Path, cls: int, region: tuple) -> None:
     """models/example.png holds a yellow disc, a green square and a red triangle: each class map peaks there."""
     result = _run(
-        "heatmap", str(MODELS / "ts_colour_demo.onnx"), str(IMAGE), str(tmp_path / "h.png"), "--class", str(cls), "--json"
+        "heatmap",
+        str(MODELS / "ts_colour_demo.onnx"),
+        str(IMAGE),
+        str(tmp_path / "h.png"),
+        "--class",
+        str(cls),
+        "--json",
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.output)
