@@ -107,7 +107,7 @@ def inspection_dict(ins: Inspection) -> dict[str, Any]:
     return {
         "opset": ins.opset,
         "inputs": {k: list(v) for k, v in ins.input_shapes.items()},
-        "fc_candidates": ins.candidates,
+        "head_candidates": ins.candidates,
         "heads": [head_dict(h) for h in ins.heads],
         "skipped": [skipped_dict(s) for s in ins.skipped],
         "backbone_fixes": [{"node": f.node, "op": f.op, "change": f.change} for f in ins.backbone_fixes],

@@ -293,7 +293,7 @@ def test_inspect_json(tmp_path) -> None:
     res = invoke("inspect", MODELS / "keras_flatten.onnx", "--json")
     assert res.exit_code == 0
     data = json.loads(res.stdout)
-    assert data["opset"] == 13 and data["fc_candidates"] == 1 and data["skipped"] == []
+    assert data["opset"] == 13 and data["head_candidates"] == 1 and data["skipped"] == []
     assert data["heads"][0]["pattern"] == "Transpose -> Reshape -> Gemm -> Gemm"
     assert data["heads"][0]["kind"] == "nhwc"
 
