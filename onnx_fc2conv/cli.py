@@ -16,6 +16,7 @@ import click
 
 from . import api, report
 from .errors import Fc2ConvError, NotConvertibleError, VerificationError
+from .io import _short as io_short
 from .shapes import DimNames
 from .verify import Tolerance, VerificationReport
 
@@ -79,6 +80,12 @@ def _guard(as_json: bool, debug: bool, action: Callable[[], None]) -> None:
         sys.exit(130)
     except MemoryError:
         click.echo("onnx-fc2conv: error: out of memory; nothing written", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a file the tool reads or writes: say which and why, in one line
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"onnx-fc2conv: error: {where}{exc.strerror or io_short(exc)}", err=True)
         sys.exit(2)
     except Exception as exc:  # a bug or an unforeseen model: still one line, no traceback
         if debug:

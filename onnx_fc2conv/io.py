@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,14 @@ log = logging.getLogger(__name__)
 
 TWO_GB = 2**31
 DEFAULT_EXTERNAL_THRESHOLD = 1 << 30  # weights above 1 GiB go to a data file beside the model
+
+
+def proto_size(model: onnx.ModelProto) -> int:
+    """The serialized size; protobuf refuses to even compute it above 2 GB, which is reported as TWO_GB."""
+    try:
+        return model.ByteSize()
+    except Exception:  # google.protobuf.message.EncodeError
+        return TWO_GB
 
 
 def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -177,14 +186,17 @@ def load_model(path: str | os.PathLike[str], data_files: set[Path] | None = None
         raise ModelLoadError(f"{p}: not a readable ONNX model ({_short(exc)})") from exc
     validate_model(model, str(p))
     base = p.parent
-    files = external_files(model, base)
-    if data_files is not None:
-        data_files.update(files)
     try:
-        onnx.load_external_data_for_model(model, str(base))
-    except Exception as exc:  # OSError, ValueError, onnx.checker.ValidationError
-        raise ModelLoadError(f"{p}: cannot read external data ({_short(exc)})") from exc
-    _check_tensor_sizes(model)
+        files = external_files(model, base)
+        if data_files is not None:
+            data_files.update(files)
+        try:
+            onnx.load_external_data_for_model(model, str(base))
+        except Exception as exc:  # OSError, ValueError, onnx.checker.ValidationError
+            raise ModelLoadError(f"cannot read external data ({_short(exc)})") from exc
+        _check_tensor_sizes(model)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{p}: {exc}") from exc
     return model
 
 
@@ -272,7 +284,7 @@ def save_model(
     final move of the model fails, the previous data file is put back.
     """
     out = output_target(output)
-    size = model.ByteSize()
+    size = proto_size(model)
     external = size > external_threshold or size >= TWO_GB - (1 << 20)
     data_name = out.name + ".data"
     data_path = out.parent / data_name
@@ -297,6 +309,7 @@ def save_model(
         except OSError as exc:
             raise UsageError(f"cannot write {out}: {exc.strerror or _short(exc)}; nothing written") from exc
         external = external and (tmpdir / data_name).is_file()  # every tensor may have stayed inline
+        _set_modes(tmp_model, tmpdir / data_name if external else None, out)
         if check is not None:
             check(str(tmp_model))
         _move_into_place(tmpdir, tmp_model, out, data_path if external else None)
@@ -304,6 +317,18 @@ def save_model(
         shutil.rmtree(tmpdir, ignore_errors=True)
     log.info("wrote %s%s", out, f" and {data_name}" if external else "")
     return data_path if external else None
+
+
+def _set_modes(tmp_model: Path, tmp_data: Path | None, out: Path) -> None:
+    """The files get the mode of the file they replace, else the umask's default (as the model
+    file, which open() created); onnx creates data files 0600, unreadable to other users."""
+    try:
+        mode = stat.S_IMODE((out if out.is_file() else tmp_model).stat().st_mode)
+        for f in (tmp_model, tmp_data):
+            if f is not None:
+                os.chmod(f, mode)
+    except OSError as exc:
+        log.warning("could not set the mode of %s: %s", out, exc)
 
 
 def _move_into_place(tmpdir: Path, tmp_model: Path, out: Path, data_path: Path | None) -> None:

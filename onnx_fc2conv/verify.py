@@ -15,7 +15,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -27,6 +30,7 @@ import onnxruntime as ort
 from .errors import ModelLoadError
 from .graph import GraphIndex
 from .heads import Head
+from .io import proto_size
 from .shapes import inferred_skeleton, input_spatial_axes
 
 log = logging.getLogger(__name__)
@@ -129,54 +133,101 @@ def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
     # failure to stderr, breaking the one-line-error contract of the CLI.
     opts.log_severity_level = 4
     try:
-        source = _session_source(model, opts)
-        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        with _session_source(model, opts) as source:
+            return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelLoadError(f"onnxruntime cannot load the model: {_first_line(exc)}") from exc
 
 
-# A ModelProto above this cannot be serialized (protobuf's 2 GB limit): its large weights are
-# handed to onnxruntime as external initializers instead.
+# A ModelProto above this cannot be serialized (protobuf's 2 GB limit).
 _SERIALIZE_LIMIT = 2**31 - (1 << 26)
 _LARGE_TENSOR = 1 << 20
+_SPILLED = "onnx_fc2conv.spilled_weights"  # metadata key of a cut whose weights were spilled to a folder
+_ALIGN = 1 << 16  # external data offsets on a page-aligned boundary: onnxruntime can map them
 
 
-def _session_source(model: onnx.ModelProto | str, opts: ort.SessionOptions) -> str | bytes:
-    """What InferenceSession is given: a path, the serialized model or, over 2 GB, a stub.
+@contextlib.contextmanager
+def _session_source(model: onnx.ModelProto | str, opts: ort.SessionOptions) -> Iterator[str | bytes]:
+    """What InferenceSession is given: a path, the serialized model or, over 2 GB, a spilled copy.
 
-    The stub's large initializers are marked external and their values are added to `opts`
-    as OrtValues over numpy buffers (used in place by the CPU provider: one copy of each
-    weight per session, taken out of the protobuf and put back afterwards). Prepacking is
-    switched off for such models: it would copy every packed weight once more.
+    A model over 2 GB is written to a temporary folder: its large initializers go, one at a
+    time, to a data file that onnxruntime maps instead of copying (prepacking, which would copy
+    each packed weight once more, is switched off, and so is the layout optimizer), the rest to a
+    small model file. The caller's
+    model is not modified; the folder is removed once the session is built (the mapping stays
+    valid). Handing the weights over as OrtValues (`add_external_initializers`) was measured to
+    cost three copies of each weight per session; this costs none that stays resident.
     """
     if isinstance(model, str):
-        return model
-    if model.ByteSize() < _SERIALIZE_LIMIT:
-        return model.SerializeToString()
+        yield model
+        return
+    spilled = next((p.value for p in model.metadata_props if p.key == _SPILLED), None)
+    if spilled is None and proto_size(model) < _SERIALIZE_LIMIT:
+        yield model.SerializeToString()
+        return
     opts.add_session_config_entry("session.disable_prepacking", "1")
-    detached: list[tuple[onnx.TensorProto, bytes]] = []
-    names, values = [], []
+    # The layout optimizer (ORT_ENABLE_ALL) reorders a Conv kernel into an embedded NCHWc copy,
+    # which onnxruntime itself refuses above 2 GB ("exceeds the 2147483648 byte limit").
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if spilled is not None:  # a cut of a large model (see _cut): its weights are already on disk
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", spilled)
+        try:
+            yield model.SerializeToString()
+        finally:
+            shutil.rmtree(spilled, ignore_errors=True)
+        return
+    folder = tempfile.mkdtemp(prefix="onnx_fc2conv_session_")
     try:
-        for t in model.graph.initializer:
-            if t.data_location != onnx.TensorProto.DEFAULT or len(t.raw_data) < _LARGE_TENSOR:
-                continue
-            data = t.raw_data
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
-            array = np.frombuffer(data, dtype=dtype).reshape(tuple(t.dims))
-            detached.append((t, data))
-            t.ClearField("raw_data")
-            t.data_location = onnx.TensorProto.EXTERNAL
-            entry = t.external_data.add()
-            entry.key, entry.value = "location", "external-initializer"
-            names.append(t.name)
-            values.append(ort.OrtValue.ortvalue_from_numpy(array))
-        opts.add_external_initializers(names, values)
-        return model.SerializeToString()
+        stub = _spill_weights(model, os.path.join(folder, "weights.bin"))
+        path = os.path.join(folder, "model.onnx")
+        with open(path, "wb") as f:
+            f.write(stub.SerializeToString())
+        yield path
     finally:
-        for t, data in detached:
-            t.ClearField("external_data")
-            t.data_location = onnx.TensorProto.DEFAULT
-            t.raw_data = data
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _spill_weights(model: onnx.ModelProto, data_path: str) -> onnx.ModelProto:
+    """A copy of `model` whose large initializers point into `data_path` (written here)."""
+    stub = onnx.ModelProto()
+    for fd, value in model.ListFields():
+        if fd.name != "graph":
+            _copy_field(stub, fd.name, value)
+    for fd, value in model.graph.ListFields():
+        if fd.name != "initializer":
+            _copy_field(stub.graph, fd.name, value)
+    with open(data_path, "wb") as f:
+        for t in model.graph.initializer:
+            if t.data_location != onnx.TensorProto.DEFAULT or not t.HasField("raw_data"):
+                stub.graph.initializer.append(t)
+                continue
+            data = t.raw_data  # one tensor's bytes at a time
+            if len(data) < _LARGE_TENSOR:
+                stub.graph.initializer.append(t)
+                continue
+            offset = f.seek(0, os.SEEK_END)
+            offset += -offset % _ALIGN
+            f.seek(offset)
+            f.write(data)
+            ext = stub.graph.initializer.add()
+            ext.name, ext.data_type = t.name, t.data_type
+            ext.dims.extend(t.dims)
+            ext.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", os.path.basename(data_path)), ("offset", offset), ("length", len(data))):
+                entry = ext.external_data.add()
+                entry.key, entry.value = key, str(value)
+            del data
+    return stub
+
+
+def _copy_field(target: object, name: str, value: object) -> None:
+    field = getattr(target, name)
+    if hasattr(field, "extend") and not isinstance(field, (str, bytes)):
+        field.extend(value)  # type: ignore[arg-type]
+    elif hasattr(field, "CopyFrom"):
+        field.CopyFrom(value)
+    else:
+        setattr(target, name, value)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -309,7 +360,7 @@ def verify(
 
     # 4. checker
     try:
-        if converted.ByteSize() < 2**31 - (1 << 20):
+        if proto_size(converted) < 2**31 - (1 << 20):
             onnx.checker.check_model(converted, full_check=True)
             report.checker = "passed"
         else:
@@ -489,6 +540,17 @@ def _cut(
     The new inputs get a free batch dim; with `size_free` every dim is free (a backbone fed at
     a larger size than it was exported at).
     """
+    if proto_size(model) >= _SERIALIZE_LIMIT:  # protobuf cannot copy a tensor over 2 GB: cut a stub
+        folder = tempfile.mkdtemp(prefix="onnx_fc2conv_cut_")
+        try:
+            stub = _spill_weights(model, os.path.join(folder, "weights.bin"))
+            cut = _cut_graph(stub, ix, inputs=inputs, outputs=outputs, size_free=size_free)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        entry = cut.metadata_props.add()
+        entry.key, entry.value = _SPILLED, folder  # session() maps the weights from here, then removes it
+        return cut
     with _tensor_names_kept(model):
         return _cut_graph(model, ix, inputs=inputs, outputs=outputs, size_free=size_free)
 

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner, Result
-from corpus import FcSpec, ModelSpec, build, leftovers, save, save_external, sha256, small_model, snapshot
+from corpus import FcSpec, ModelSpec, build, leftovers, save, save_external, small_model, snapshot
 from onnx import numpy_helper
 
 import onnx_fc2conv.api as api
@@ -257,9 +257,7 @@ def test_failure_keeps_the_previous_output(
     assert verify(str(source), str(out)).passed
 
 
-def test_temp_folder_is_inside_the_output_folder(
-    source: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_temp_folder_is_inside_the_output_folder(source: Path, out_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = onnx.save_model
     seen: list[Path] = []
 
@@ -315,3 +313,27 @@ def test_data_file_holds_the_weights(source: Path, out_dir: Path) -> None:
     loaded = onnx.load(str(out))
     kernel = next(t for t in loaded.graph.initializer if t.dims and len(t.dims) == 4 and t.dims[2] == 3)
     assert np.isfinite(numpy_helper.to_array(kernel)).all()
+
+
+def test_written_files_are_readable_like_the_model(source: Path, out_dir: Path) -> None:
+    """onnx creates data files 0600; the output's data file gets the model file's mode."""
+    out = out_dir / "c.onnx"
+    convert_file(source, out, ConvertOptions(external_threshold=0))
+    model_mode = out.stat().st_mode & 0o777
+    assert (out_dir / "c.onnx.data").stat().st_mode & 0o777 == model_mode
+    assert model_mode == 0o666 & ~_umask()
+
+
+def test_replaced_output_keeps_its_mode(source: Path, out_dir: Path) -> None:
+    out = out_dir / "c.onnx"
+    convert_file(source, out, ConvertOptions(external_threshold=0))
+    out.chmod(0o640)
+    convert_file(source, out, ConvertOptions(external_threshold=0))
+    assert out.stat().st_mode & 0o777 == 0o640
+    assert (out_dir / "c.onnx.data").stat().st_mode & 0o777 == 0o640
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -33,11 +33,10 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from corpus import leftovers, save, save_external, small_model, snapshot
 from onnx import helper, numpy_helper
 
 from onnx_fc2conv.cli import main
-
-from corpus import leftovers, save, save_external, small_model, snapshot
 
 
 def _runner() -> CliRunner:
@@ -345,7 +344,11 @@ CASES: dict[str, Case] = {
         custom_op_side_branch, 2, ("onnxruntime cannot load", "Swish2"), inspect_code=0
     ),  # --no-verify: test_custom_op_side_output_no_verify
     "missing external data file": Case(missing_external_file, 2, ("ext.onnx.data", "is missing", "tensor '")),
-    "external data shorter than declared": Case(external_too_short, 2, ("'conv_w_1'", "'ext.onnx.data' is shorter (100 bytes) than declared (offset 0, length 192)")),
+    "external data shorter than declared": Case(
+        external_too_short,
+        2,
+        ("'conv_w_1'", "'ext.onnx.data' is shorter (100 bytes) than declared (offset 0, length 192)"),
+    ),
     "external data with a bad offset": Case(external_bad_offset, 2, ("offset", "'zero'", "tensor '")),
     "external data ../x.bin": Case(external_parent, 2, ("'../x.bin'", "leaves the model's folder")),
     "external data absolute path": Case(external_absolute, 2, ("x.bin", "leaves the model's folder")),
@@ -579,3 +582,45 @@ def test_not_convertible_exit_3(tmp_path: Path) -> None:
     assert result.stderr.startswith("onnx-fc2conv: error: ")
     assert "Traceback" not in result.stderr
     assert list((tmp_path / "out").iterdir()) == []
+
+
+# --------------------------------------------------------------------------- unforeseen failures
+
+
+def test_os_error_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx_fc2conv.api as api
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x.onnx"))
+
+    monkeypatch.setattr(api, "convert_file", boom)
+    result = run_cli("convert", str(_valid(tmp_path)), str(tmp_path / "x.onnx"))
+    assert_one_line_error(result, 2, "x.onnx: Permission denied")
+
+
+def test_unforeseen_exception_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug still gives one line (naming the exception) and exit 2; --debug shows the traceback."""
+    import onnx_fc2conv.api as api
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise ValueError("something unforeseen\nsecond line")
+
+    monkeypatch.setattr(api, "convert_file", boom)
+    model = _valid(tmp_path)
+    result = run_cli("convert", str(model), str(tmp_path / "x.onnx"))
+    assert result.code == 2
+    assert result.stderr == "onnx-fc2conv: error: ValueError: something unforeseen (rerun with --debug)\n"
+    debug = run_cli("convert", "--debug", str(model), str(tmp_path / "x.onnx"))
+    assert isinstance(debug.exception, ValueError)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anywhere")
+def test_output_folder_not_writable(tmp_path: Path) -> None:
+    model = _valid(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert_one_line_error(run_cli("convert", str(model), str(locked / "c.onnx")), 2, "not writable")
+    finally:
+        locked.chmod(0o700)
