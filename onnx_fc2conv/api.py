@@ -23,6 +23,7 @@ from .shapes import (
     infer_shapes,
     name_output_dims,
     relax_inputs,
+    restore_output_ranks,
 )
 from .verify import Tolerance, VerificationReport, VerifyOptions
 from .verify import verify as _verify_models
@@ -220,8 +221,9 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
         for h in search.heads
         for out in h.outputs
     }
-    clear_output_shapes(model, set(ix.graph_outputs))  # every output may now depend on the new dims
+    ranks = clear_output_shapes(model, set(ix.graph_outputs))  # every output may depend on the new dims
     infer_shapes(model)
+    restore_output_ranks(model, ranks)
     name_output_dims(model, head_outputs, options.dim_names)
     _set_mode(model, options)
     for head in search.heads:

@@ -141,10 +141,25 @@ def infer_shapes(model: onnx.ModelProto) -> None:
             out.type.CopyFrom(new.type)
 
 
-def clear_output_shapes(model: onnx.ModelProto, outputs: set[str]) -> None:
+def clear_output_shapes(model: onnx.ModelProto, outputs: set[str]) -> dict[str, int]:
+    """Forget the outputs' (now stale) dims; returns each one's rank for `restore_output_ranks`."""
+    ranks = {}
     for out in model.graph.output:
         if out.name in outputs and out.type.HasField("tensor_type"):
+            if out.type.tensor_type.HasField("shape"):
+                ranks[out.name] = len(out.type.tensor_type.shape.dim)
             out.type.tensor_type.ClearField("shape")
+    return ranks
+
+
+def restore_output_ranks(model: onnx.ModelProto, ranks: dict[str, int]) -> None:
+    """Outputs shape inference could not reach (a custom op) keep their rank, with unknown dims."""
+    for out in model.graph.output:
+        tensor_type = out.type.tensor_type
+        if out.name in ranks and out.type.HasField("tensor_type") and not tensor_type.HasField("shape"):
+            shape = tensor_type.shape
+            for _ in range(ranks[out.name]):
+                shape.dim.add()
 
 
 def name_output_dims(model: onnx.ModelProto, outputs: dict[str, int], names: DimNames) -> None:
