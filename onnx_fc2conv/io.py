@@ -28,17 +28,22 @@ def proto_size(model: onnx.ModelProto) -> int:
         return TWO_GB
 
 
-def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
+def attribute_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Tensors held in node attributes (Constant values), subgraphs included, with their initializers."""
     for node in graph.node:
         for a in node.attribute:
             if a.HasField("t"):
                 yield a.t
             yield from a.tensors
-            if a.HasField("g"):
-                yield from _all_tensors(a.g)
+            for g in [a.g] if a.HasField("g") else []:
+                yield from _all_tensors(g)
             for g in a.graphs:
                 yield from _all_tensors(g)
+
+
+def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    yield from attribute_tensors(graph)
 
 
 def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:

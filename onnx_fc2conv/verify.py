@@ -30,7 +30,7 @@ import onnxruntime as ort
 from .errors import ModelLoadError
 from .graph import GraphIndex
 from .heads import Head
-from .io import proto_size
+from .io import attribute_tensors, proto_size
 from .shapes import inferred_skeleton, input_spatial_axes
 
 log = logging.getLogger(__name__)
@@ -566,7 +566,7 @@ def _tensor_names_kept(model: onnx.ModelProto) -> Iterator[None]:
     (weights are shared, not copied), so cutting `model` would rename the caller's Constant
     attribute tensors: convert() and verify() promise to leave their inputs untouched."""
     saved = []
-    for tensor in _attribute_tensors(model.graph):
+    for tensor in attribute_tensors(model.graph):
         saved.append((tensor, tensor.name if tensor.HasField("name") else None))
     saved += [(t, t.name) for t in model.graph.initializer]
     try:
@@ -577,18 +577,6 @@ def _tensor_names_kept(model: onnx.ModelProto) -> Iterator[None]:
                 tensor.ClearField("name")
             else:
                 tensor.name = name
-
-
-def _attribute_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    for node in graph.node:
-        for a in node.attribute:
-            if a.HasField("t"):
-                yield a.t
-            yield from a.tensors
-            if a.HasField("g"):
-                yield from _attribute_tensors(a.g)
-            for g in a.graphs:
-                yield from _attribute_tensors(g)
 
 
 def _cut_graph(
