@@ -19,6 +19,7 @@ from .rewrite import LayerRewrite, remove_dead_nodes, rewrite_head
 from .shapes import (
     DimNames,
     RelaxedInput,
+    check_graph,
     clear_output_shapes,
     infer_shapes,
     name_output_dims,
@@ -188,7 +189,7 @@ def _failure_line(report: VerificationReport) -> str:
     if not report.comparisons:
         return "verification compared nothing"
     if report.checker != "passed":
-        return f"onnx checker {report.checker}"
+        return f"the converted model fails the ONNX checker: {report.checker.removeprefix('failed: ')}"
     worst = report.failures[0]
     detail = worst.note or f"max abs error {worst.max_abs:.3g}, max rel error {worst.max_rel:.3g}"
     return f"verification FAILED: output '{worst.output}' ({worst.check}, input {list(worst.input_shape)}): {detail}"
@@ -294,12 +295,13 @@ def convert_file(
         original = io.load_model(input_path)
         result.verification = verify_conversion(original, result, options)
         del original
+    else:
+        _check(result.model)  # verification runs the checker itself
     data = io.save_model(
         result.model,
         output_path,
         external_threshold=options.external_threshold,
         protected=protected,
-        check=_check_file,
     )
     return result, data
 
@@ -312,10 +314,10 @@ def _require_runtime(model: onnx.ModelProto | str) -> None:
     session(model)
 
 
-def _check_file(path: str) -> None:
-    """The checker on the written file (over 2 GB this is the only full check): part of verification."""
+def _check(model: onnx.ModelProto) -> None:
+    """The ONNX checker (full check) on the converted graph, before anything is written."""
     try:
-        onnx.checker.check_model(path, full_check=True)
+        check_graph(model)
     except Exception as exc:
         raise VerificationError(f"the converted model fails the ONNX checker: {io._short(exc)}") from exc
 

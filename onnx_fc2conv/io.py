@@ -21,11 +21,26 @@ DEFAULT_EXTERNAL_THRESHOLD = 1 << 30  # weights above 1 GiB go to a data file be
 
 
 def proto_size(model: onnx.ModelProto) -> int:
-    """The serialized size; protobuf refuses to even compute it above 2 GB, which is reported as TWO_GB."""
-    try:
-        return model.ByteSize()
-    except Exception:  # google.protobuf.message.EncodeError
-        return TWO_GB
+    """About the serialized size, without encoding the weights (`ByteSize()` encodes the whole model:
+    a second copy of every weight, and impossible above 2 GB). Raw initializers count as
+    dims x itemsize; everything else (nodes, Constant values, subgraphs) is measured."""
+    total = 1024
+    for t in model.graph.initializer:
+        if not t.HasField("raw_data"):
+            total += t.ByteSize()
+            continue
+        count = 1
+        for d in t.dims:
+            count *= d
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            itemsize = 8
+        total += count * itemsize + len(t.name) + 16 + 10 * len(t.dims)
+    graph = model.graph
+    for part in (graph.node, graph.input, graph.output, graph.value_info, model.functions):
+        total += sum(item.ByteSize() for item in part)
+    return total
 
 
 def attribute_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

@@ -122,6 +122,12 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def check_graph(model: onnx.ModelProto) -> None:
+    """`onnx.checker.check_model(full_check=True)` on the skeleton: every node, schema and inferred
+    shape, without serializing the weights (whose sizes io.load_model checked). Raises on failure."""
+    onnx.checker.check_model(skeleton(model), full_check=True)
+
+
 def inferred_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """The skeleton with every inferable shape filled in; the model itself is not touched."""
     skel = skeleton(model)
