@@ -559,44 +559,6 @@ def _trace_stages(verify: bool) -> list[str]:
     return lines
 
 
-def _proposed_patches(skip_size_pass: bool) -> None:
-    """Prototype of the proposed io changes, applied by monkeypatching (child process only).
-
-    save_model: learn the size from dims (no full serialization) and run the checker on the
-    weight-free skeleton in memory instead of parsing the written file again.
-    """
-    api = importlib.import_module("onnx_fc2conv.api")
-    fio = importlib.import_module("onnx_fc2conv.io")
-    skeleton = importlib.import_module("onnx_fc2conv.shapes").skeleton
-
-    def payload_bytes(model: onnx.ModelProto) -> int:
-        total = 0
-        for t in fio.all_tensors(model):
-            if t.data_location == TensorProto.EXTERNAL:
-                continue
-            itemsize = helper.tensor_dtype_to_np_dtype(t.data_type).itemsize if t.data_type else 1
-            total += math.prod(t.dims) * itemsize
-        return total
-
-    def save_model(model, output, *, external_threshold=fio.DEFAULT_EXTERNAL_THRESHOLD, protected=None, check=None):
-        size = payload_bytes(model) + skeleton(model).ByteSize()  # no full serialization to learn the size
-        assert size <= external_threshold, "prototype covers the in-memory path only"
-        onnx.checker.check_model(skeleton(model), full_check=True)  # structure, schemas, shapes: no weights
-        out = Path(output)
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        try:
-            onnx.save_model(model, str(tmpdir / out.name))
-            os.replace(tmpdir / out.name, out)
-        finally:
-            shutil.rmtree(tmpdir, ignore_errors=True)
-        return None
-
-    fio.save_model = save_model
-    api.io.save_model = save_model
-    if skip_size_pass:
-        fio._check_tensor_sizes = lambda model: None  # upper bound of what the raw_data copies cost
-
-
 def child(mode: str, src: str, dst: str) -> None:
     """One measured operation in a fresh process; prints a JSON line."""
     base = _status("VmRSS")
@@ -605,13 +567,11 @@ def child(mode: str, src: str, dst: str) -> None:
     lines: list[str] = []
     if mode in ("trace", "trace-verify"):
         lines = _trace_stages(verify=mode == "trace-verify")
-    if mode in ("proposed", "proposed-nosize"):
-        _proposed_patches(skip_size_pass=mode == "proposed-nosize")
     imported = _status("VmRSS")
     t = time.perf_counter()
     if mode == "roundtrip":
         onnx.save(onnx.load(src), dst)
-    elif mode in ("convert", "trace", "proposed", "proposed-nosize"):
+    elif mode in ("convert", "trace"):
         convert_file(src, dst, ConvertOptions(verify=False))
     elif mode in ("verify", "trace-verify"):
         convert_file(src, dst, ConvertOptions(verify=True))
@@ -645,7 +605,7 @@ def bench_rewrite(quick: bool) -> None:
         del model
         size_mb = src.stat().st_size / 2**20
         print(f"\n## 3. The rewrite: {label} model, {params / 1e6:.1f} M parameters, {size_mb:.0f} MiB file\n")
-        modes = ["roundtrip", "convert", "proposed", "proposed-nosize"]
+        modes = ["roundtrip", "convert"]
         reps = 2 if quick else 5
         results: dict[str, list[dict]] = {m: [] for m in modes}
         for r in range(reps):
@@ -667,8 +627,6 @@ def bench_rewrite(quick: bool) -> None:
     names = {
         "roundtrip": "onnx.load + onnx.save",
         "convert": "convert_file(verify=False)",
-        "proposed": "convert_file(verify=False), proposed save_model (prototype)",
-        "proposed-nosize": "... and without io._check_tensor_sizes (prototype)",
         "verify": "convert_file(verify=True)",
     }
     rows = []
