@@ -548,7 +548,7 @@ def _trace_stages(verify: bool) -> list[str]:
         wrap(onnx.checker, "check_model", "onnx.checker.check_model")
         return lines
     wrap(onnx, "load_model", "onnx.load_model (read + parse)")
-    wrap(fio, "_check_tensor_sizes", "io._check_tensor_sizes (t.raw_data copies)")
+    wrap(fio, "_check_tensor_sizes", "io._check_tensor_sizes (sizes from the wire scan)")
     wrap(api, "_analyse", "api._analyse (names, shape inference, head search)")
     wrap(api, "rewrite_head", "rewrite_head")
     wrap(api, "infer_shapes", "api.infer_shapes (skeleton)")
