@@ -201,7 +201,8 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
         reasons = [f"{s.node}: {s.reason}" for s in search.skipped]
         total = search.candidates
         what = "no FC head" if not search.heads else f"{len(search.skipped)} of {total} FC heads"
-        raise NotConvertibleError(f"{what} can be rewritten exactly: {search.skipped[0].reason}", reasons)
+        # the candidate nearest the outputs (the classifier, in a transformer) leads the message
+        raise NotConvertibleError(f"{what} can be rewritten exactly: {search.skipped[-1].reason}", reasons)
     fixes, refusals = fix_baked_sizes(model, ix, search.heads, dry_run=False)
     if refusals:
         raise NotConvertibleError(refusals[0], refusals)

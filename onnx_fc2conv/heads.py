@@ -630,8 +630,18 @@ def densify(head: Head) -> Head:
 
 
 def _claim_downstream(ix: GraphIndex, node: onnx.NodeProto, claimed: set[str]) -> None:
-    """Mark the FC layers fed by a refused one so they are not reported again."""
-    for tensor in _downstream(ix, node.output[0]):
-        for user in ix.users(tensor):
+    """Mark the FC layers chained after a refused one (through head ops only) so they are not
+    reported again; FC layers further on, past other ops, are candidates of their own."""
+    passable = ELEMENTWISE_UNARY | ELEMENTWISE_BINARY | {"BatchNormalization", "Unsqueeze", "Squeeze"}
+    queue = deque(o for o in node.output if o)
+    seen: set[str] = set()
+    while queue:
+        for user in ix.users(queue.popleft()):
+            if user.name in seen:
+                continue
+            seen.add(user.name)
             if user.op_type in ("Gemm", "MatMul"):
                 claimed.add(user.name)
+            elif user.op_type not in passable:
+                continue
+            queue.extend(o for o in user.output if o)
