@@ -285,6 +285,23 @@ def _inputs(original: onnx.ModelProto, converted: onnx.ModelProto) -> list[_Inpu
     return out
 
 
+# The size an input that accepts any size is compared at (per spatial rank): a usual classifier size.
+_BASE_SIZE = {1: 224, 2: 224, 3: 32}
+
+
+def _with_base_size(inp: _Input, report: VerificationReport) -> _Input:
+    """An input whose spatial dims are already symbolic is checked at a usual classifier size."""
+    free = [a for a in inp.spatial_axes if not isinstance(inp.shape[a], int)]
+    if not free:
+        return inp
+    base = _BASE_SIZE.get(len(inp.spatial_axes), 32)
+    shape = tuple(base if a in free else d for a, d in enumerate(inp.shape))
+    report.notes.append(
+        f"input '{inp.name}' accepts any size {list(inp.shape)}: the original size is taken as {list(shape[1:])}"
+    )
+    return _Input(inp.name, inp.elem_type, shape, inp.spatial_axes)
+
+
 def _concrete(shape: tuple, batch: int) -> tuple[int, ...] | None:
     # A fixed batch dim is kept: a model exported for batch 2 (a Reshape baking [2, K]) cannot run at 1.
     dims = [shape[0] if isinstance(shape[0], int) else batch, *shape[1:]] if shape else []
@@ -314,7 +331,7 @@ def verify(
     rng = np.random.default_rng(options.seed)
     orig_sess = session(original)
     conv_sess = session(converted)
-    inputs = _inputs(original, converted)
+    inputs = [_with_base_size(i, report) for i in _inputs(original, converted)]
     conv_input_shapes = GraphIndex(converted).shapes
     dense_outputs = {o for h in heads if h.dense for o in h.outputs}
     linear_dense = {o for h in heads if h.dense and h.linear for o in h.outputs}

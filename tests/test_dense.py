@@ -123,3 +123,15 @@ def test_inspect_shows_the_dense_pattern() -> None:
     found = inspect(model, ConvertOptions(dense=True))
     assert found.heads[0].description == "ReduceMean -> ReduceMean -> Gemm"
     assert found.heads[0].feature == "r"
+
+
+def test_an_input_that_already_accepts_any_size_is_checked_at_a_usual_size() -> None:
+    model, _ = _pool_head_model("GlobalAveragePool", nonlinear=True)
+    for i, dim in enumerate(model.graph.input[0].type.tensor_type.shape.dim):
+        if i >= 2:
+            dim.dim_param = "hw"[i - 2]
+    result = convert(model, ConvertOptions())
+    report = result.verification
+    assert report.passed
+    assert any(c.check == "same size" and c.input_shape == (1, 2, 224, 224) for c in report.comparisons)
+    assert any("accepts any size" in note for note in report.notes)
