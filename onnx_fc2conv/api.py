@@ -72,6 +72,7 @@ class ConversionResult:
     notices: list[str] = field(default_factory=list)
     verification: VerificationReport | None = None
     removed_nodes: int = 0
+    geometry: dict[str, Geometry | str] = field(default_factory=dict)  # per output: window geometry
 
     @property
     def heads(self) -> list[Head]:
@@ -230,7 +231,8 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     _set_mode(model, options)
     for head in search.heads:
         log.info("head %s: %s -> Conv", head.layers[0].nodes[0], head.description)
-    return ConversionResult(model, rewrites, relaxed, fixes, notices, removed_nodes=removed)
+    geometry = output_geometry(model)
+    return ConversionResult(model, rewrites, relaxed, fixes, notices, removed_nodes=removed, geometry=geometry)
 
 
 def _image_inputs(ix: GraphIndex, heads: list[Head]) -> set[str] | None:

@@ -97,6 +97,7 @@ def conversion_dict(result: ConversionResult, output: str | None = None) -> dict
         "backbone_fixes": [{"node": f.node, "op": f.op, "change": f.change} for f in result.backbone_fixes],
         "removed_nodes": result.removed_nodes,
         "notices": list(result.notices),
+        "geometry": geometry_dict(result.geometry),
     }
     if result.verification is not None:
         out["verification"] = verification_dict(result.verification)
@@ -214,6 +215,7 @@ def conversion_text(result: ConversionResult, output: str | None = None) -> str:
         lines.append(f"input '{r.name}': {_dims(r.old_shape)} -> {_dims(r.new_shape)}")
     for o in result.model.graph.output:
         lines.append(f"output '{o.name}': {_dims(_output_dims(o))}")
+    lines += geometry_lines({k: g for k, g in result.geometry.items() if isinstance(g, Geometry)})
     if result.verification is not None:
         lines += verification_lines(result.verification)
     else:
