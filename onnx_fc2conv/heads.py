@@ -299,6 +299,14 @@ def _match_pool(ix: GraphIndex, feature: str) -> Pool | None:
     return None
 
 
+def _read_only_by_fc_layers(ix: GraphIndex, data: str) -> bool:
+    """The flattened tensor feeds FC layers only (several heads on one map: each is its own head)."""
+    if data in ix.output_set:
+        return False
+    users = ix.users(data)
+    return bool(users) and all(_fc_candidate(ix, u) for u in users)
+
+
 def _match_flatten(ix: GraphIndex, fc: onnx.NodeProto, data: str, mlp_rank: int) -> _Flatten:
     label = node_label(fc)
     skipped_ops: list[str] = []
@@ -312,7 +320,7 @@ def _match_flatten(ix: GraphIndex, fc: onnx.NodeProto, data: str, mlp_rank: int)
         node = ix.producer.get(data)
         if node is None:
             raise _Refusal(f"{label} reads '{data}', which no node produces")
-        if ix.use_count(data) != 1:
+        if not _read_only_by_fc_layers(ix, data):
             raise _Refusal(f"the flattened tensor '{data}' before {label} is also used elsewhere")
         if node.op_type not in FLATTEN_TAIL_OPS and node.op_type not in SPATIAL_REDUCES:
             raise _Refusal(f"{label} reads '{data}' from {node_label(node)}, not from a flattened feature map")

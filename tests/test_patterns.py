@@ -21,6 +21,7 @@ from builders import (
     relaxed,
     run,
 )
+from onnx import TensorProto, helper, numpy_helper
 
 import onnx_fc2conv
 from onnx_fc2conv import ConvertOptions, NotConvertibleError
@@ -521,3 +522,38 @@ def test_mlp_hidden_layer_and_legacy_softmax() -> None:
     got = run(result.model, {"input": xv})["output"]
     pixels = run(model, {"input": xv.transpose(0, 2, 3, 1).reshape(-1, 3)})["output"]
     assert_close(got, pixels.reshape(2, 3, 4, 2).transpose(0, 3, 1, 2))
+
+
+def test_two_heads_on_one_flatten_become_two_convs() -> None:
+    """Multi-task heads: class scores and a box regression read the same flattened map."""
+    rng = np.random.default_rng(21)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "cw"], ["c"], kernel_shape=[3, 3]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Flatten", ["r"], ["f"]),
+            helper.make_node("Gemm", ["f", "w1", "b1"], ["logits"], transB=1),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+            helper.make_node("MatMul", ["f", "w2"], ["box0"]),
+            helper.make_node("Add", ["box0", "b2"], ["boxes"]),
+        ],
+        "two_heads",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 7, 6])],
+        [
+            helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 5]),
+            helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 4]),
+        ],
+        [
+            numpy_helper.from_array(rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "cw"),
+            numpy_helper.from_array(rng.standard_normal((5, 60)).astype(np.float32), "w1"),
+            numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "b1"),
+            numpy_helper.from_array(rng.standard_normal((60, 4)).astype(np.float32), "w2"),
+            numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    result = onnx_fc2conv.convert(model)
+    assert [n.op_type for n in result.model.graph.node] == ["Conv", "Relu", "Conv", "Softmax", "Conv"]
+    assert [h.outputs for h in result.heads] == [("probs",), ("boxes",)]
+    assert {c.output for c in result.verification.comparisons if c.check == "larger size"} == {"probs", "boxes"}
+    assert result.verification.passed
