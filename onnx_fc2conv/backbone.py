@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph import GraphIndex, node_label
+from .graph import GraphIndex, attr, node_label
 from .heads import Head
 
 _BIG = 2**31 - 1
@@ -62,6 +62,11 @@ def fix_baked_sizes(
 
 
 def _reshape(model, ix: GraphIndex, node, s: int, dry_run: bool, fixes: list, refusals: list) -> None:
+    if len(node.input) < 2:  # a Reshape before opset 5: its target is an attribute
+        old = attr(node, "shape")
+        if old is not None and any(d > 1 for d in list(old)[-s:]) and len(list(old)) >= s + 2:
+            refusals.append(f"{node_label(node)} bakes the spatial size into its target shape {list(old)}")
+        return
     target = ix.constant(node.input[1])
     in_shape = ix.shape(node.input[0])
     if target is None or in_shape is None or len(in_shape) < s + 1:

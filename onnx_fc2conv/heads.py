@@ -20,6 +20,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 
 from .graph import GraphIndex, attr, node_label
@@ -250,7 +251,11 @@ def _reshape_is_flatten(ix: GraphIndex, node: onnx.NodeProto, src_shape: tuple) 
     batches = [src_shape[0]] if isinstance(src_shape[0], int) else [1, 3]
     allowzero = attr(node, "allowzero", 0)
     for n in batches:
-        target = evaluate_int_tensor(ix, node.input[1], n)
+        if len(node.input) > 1:
+            target = evaluate_int_tensor(ix, node.input[1], n)
+        else:  # Reshape before opset 5 takes its target as an attribute
+            shape_attr = attr(node, "shape")
+            target = None if shape_attr is None else np.array(shape_attr, np.int64)
         if target is None or target.ndim != 1 or len(target) != 2:
             return False
         dims = [int(d) for d in target]
