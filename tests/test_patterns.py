@@ -557,3 +557,30 @@ def test_two_heads_on_one_flatten_become_two_convs() -> None:
     assert [h.outputs for h in result.heads] == [("probs",), ("boxes",)]
     assert {c.output for c in result.verification.comparisons if c.check == "larger size"} == {"probs", "boxes"}
     assert result.verification.passed
+
+
+def test_reshape_with_its_target_as_an_attribute_is_a_flatten() -> None:
+    """Before opset 5 Reshape took `shape` as an attribute (old model-zoo exports)."""
+    rng = np.random.default_rng(4)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "cw"], ["c"], kernel_shape=[3, 3]),
+            helper.make_node("Reshape", ["c"], ["f"], shape=[1, -1]),
+            helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1),
+        ],
+        "old",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+        [
+            numpy_helper.from_array(rng.standard_normal((2, 1, 3, 3)).astype(np.float32), "cw"),
+            numpy_helper.from_array(rng.standard_normal((5, 32)).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal(5).astype(np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 4)])
+    found = onnx_fc2conv.inspect(model)
+    assert [h.description for h in found.heads] == ["Reshape -> Gemm"] and found.skipped == []
+    converted = onnx_fc2conv.convert(model, onnx_fc2conv.ConvertOptions(verify=False)).model
+    assert [n.op_type for n in converted.graph.node] == ["Conv", "Conv"]
+    kernel = next(t for t in converted.graph.initializer if t.name == "w")
+    assert list(kernel.dims) == [5, 2, 4, 4]
