@@ -377,6 +377,7 @@ def verify(
         )
 
     # 2. larger sizes against the independent reference
+    del orig_sess  # its weights are not needed any more: the cut sessions below hold their own
     if heads:
         _verify_larger(original, converted, conv_sess, heads, inputs, options, rng, report)
 
