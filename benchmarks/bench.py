@@ -1,4 +1,4 @@
-"""Benchmarks for onnx-fc2conv (issue 6): speed of the converted graph and cost of the rewrite.
+"""Benchmarks for onnx-fc2conv: speed of the converted graph and cost of the rewrite.
 
 Run from the repository root:
 
