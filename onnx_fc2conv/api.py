@@ -136,7 +136,7 @@ def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspe
     inputs = {name: ix.shapes.get(name, ()) for name in ix.graph_inputs}
     geometry: dict[str, Geometry | str] = {}
     if not search.skipped and not refusals:
-        geometry = output_geometry(_convert_in_place(model, replace(options, verify=False)).model)
+        geometry = _convert_in_place(model, replace(options, verify=False)).geometry
     return Inspection(search.heads, search.skipped, search.candidates, fixes, refusals, inputs, ix.opset, geometry)
 
 
@@ -147,7 +147,7 @@ def window_geometry(source: ModelSource, options: ConvertOptions | None = None) 
     """
     options = replace(options or ConvertOptions(), verify=False)
     model = _load(source, copy=True)
-    return output_geometry(_convert_in_place(model, options).model)
+    return _convert_in_place(model, options).geometry
 
 
 def convert(source: ModelSource, options: ConvertOptions | None = None) -> ConversionResult:
@@ -266,12 +266,10 @@ def model_mode(model: onnx.ModelProto) -> str:
 def verify(original: ModelSource, converted: ModelSource, options: ConvertOptions | None = None) -> VerificationReport:
     """Check a converted model against its original; the heads are found again in the original."""
     options = options or ConvertOptions()
-    orig = _load(original, copy=isinstance(original, onnx.ModelProto))
+    orig = _load(original, copy=isinstance(original, onnx.ModelProto))  # ours: analysing may rename nodes
     conv = _load(converted, copy=False)
     dense = options.dense or model_mode(conv) == "dense"
-    analysis_copy = onnx.ModelProto()
-    analysis_copy.CopyFrom(orig)
-    _, search = _analyse(analysis_copy, ConvertOptions(dense=dense))
+    _, search = _analyse(orig, ConvertOptions(dense=dense))
     if search.skipped:
         raise NotConvertibleError(search.skipped[0].reason, [s.reason for s in search.skipped])
     return _verify_models(orig, conv, search.heads, options.verify_options)

@@ -58,8 +58,8 @@ def _pillow():
     return Image
 
 
-def _layout(model: onnx.ModelProto) -> tuple[str, int, list[int]]:
-    """The image input's name, channel axis and spatial axes (the symbolic ones)."""
+def _layout(model: onnx.ModelProto) -> tuple[str, int, int]:
+    """The image input's name, its channel axis (the fixed one of axes 1 to 3) and channel count."""
     ix = GraphIndex(model)
     for name in ix.graph_inputs:
         shape = ix.shape(name) or ()
@@ -69,7 +69,7 @@ def _layout(model: onnx.ModelProto) -> tuple[str, int, list[int]]:
         if len(spatial) != 2:
             raise UsageError(f"input '{name}' {list(shape)} has fixed spatial dims: convert the model first")
         channel = next(a for a in range(1, 4) if a not in spatial)
-        return name, channel, spatial
+        return name, channel, int(shape[channel])
     raise UsageError("the model has no image input [N, C, H, W] (or [N, H, W, C])")
 
 
@@ -90,8 +90,7 @@ def render(
 ) -> HeatmapResult:
     """Score map of one class over the image, written as a PNG; returns what was drawn."""
     image_lib = _pillow()
-    name, channel_axis, _ = _layout(model)
-    channels = GraphIndex(model).shape(name)[channel_axis]  # type: ignore[index]
+    name, channel_axis, channels = _layout(model)
     try:
         img = image_lib.open(image_path)
         img = img.convert("L" if channels == 1 else "RGB")

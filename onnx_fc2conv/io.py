@@ -84,15 +84,15 @@ def _int_field(t: onnx.TensorProto, info: dict[str, str], key: str, location: st
     return value
 
 
-def external_files(model: onnx.ModelProto, base: Path) -> set[Path]:
-    """The data files a model's external tensors point to (resolved, checked to stay under `base`).
+def _external_extents(model: onnx.ModelProto, base: Path) -> list[tuple[int, Path, int]]:
+    """(index in all_tensors(), data file, byte count) of every external tensor, checked.
 
     A location must be relative, must not contain `..`, and must resolve (symlinks followed)
     to a regular file inside `base`; offset and length must lie within that file.
     """
-    files: set[Path] = set()
+    extents: list[tuple[int, Path, int]] = []
     root = base.resolve()
-    for t in all_tensors(model):
+    for index, t in enumerate(all_tensors(model)):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = {e.key: e.value for e in t.external_data}
@@ -118,8 +118,8 @@ def external_files(model: onnx.ModelProto, base: Path) -> set[Path]:
                 f"tensor '{t.name}': external data file '{location}' is shorter ({size} bytes) than declared "
                 f"(offset {offset}" + (f", length {length})" if length is not None else ")")
             )
-        files.add(target)
-    return files
+        extents.append((index, target, size - offset if length is None else length))
+    return extents
 
 
 # Typed payload fields and how many entries one element takes in each (complex: two).
@@ -266,10 +266,10 @@ def load_model(path: str | os.PathLike[str], data_files: set[Path] | None = None
     validate_model(model, str(p))
     base = p.parent
     try:
-        files = external_files(model, base)
+        extents = _external_extents(model, base)
         if data_files is not None:
-            data_files.update(files)
-        known = _known_lengths(model, lengths, base)
+            data_files.update(target for _, target, _ in extents)
+        known = _known_lengths(len(model.graph.initializer), lengths, extents)
         try:
             onnx.load_external_data_for_model(model, str(base))
         except Exception as exc:  # OSError, ValueError, onnx.checker.ValidationError
@@ -280,19 +280,15 @@ def load_model(path: str | os.PathLike[str], data_files: set[Path] | None = None
     return model
 
 
-def _known_lengths(model: onnx.ModelProto, lengths: list[int | None] | None, base: Path) -> dict[int, int]:
+def _known_lengths(
+    initializers: int, lengths: list[int | None] | None, extents: list[tuple[int, Path, int]]
+) -> dict[int, int]:
     """raw_data lengths of the initializers (by index) known without reading their bytes: from the
-    wire scan, or, for external tensors, from their declared length (or the rest of their file)."""
+    wire scan, or, for external tensors, from their checked extent in the data file."""
     known: dict[int, int] = {}
-    inits = model.graph.initializer
-    if lengths is not None and len(lengths) == len(inits):
+    if lengths is not None and len(lengths) == initializers:
         known.update((i, n) for i, n in enumerate(lengths) if n is not None)
-    for i, t in enumerate(inits):
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            info = {e.key: e.value for e in t.external_data}
-            offset = int(info.get("offset") or 0)
-            length = info.get("length")
-            known[i] = (base / info["location"]).stat().st_size - offset if length is None else int(length)
+    known.update((i, n) for i, _, n in extents if i < initializers)
     return known
 
 

@@ -265,10 +265,10 @@ class _Input:
     spatial_axes: tuple[int, ...]
 
 
-def _inputs(original: onnx.ModelProto, converted: onnx.ModelProto) -> list[_Input]:
-    """The original's inputs; spatial axes are those the conversion made symbolic."""
+def _inputs(original: onnx.ModelProto, relaxed: dict[str, tuple]) -> list[_Input]:
+    """The original's inputs; spatial axes are those the conversion made symbolic (`relaxed`:
+    the converted model's shapes)."""
     ix = GraphIndex(original)
-    relaxed = GraphIndex(converted).shapes
     out = []
     for vi in original.graph.input:
         if vi.name not in ix.graph_inputs:
@@ -331,8 +331,8 @@ def verify(
     rng = np.random.default_rng(options.seed)
     orig_sess = session(original)
     conv_sess = session(converted)
-    inputs = [_with_base_size(i, report) for i in _inputs(original, converted)]
     conv_input_shapes = GraphIndex(converted).shapes
+    inputs = [_with_base_size(i, report) for i in _inputs(original, conv_input_shapes)]
     dense_outputs = {o for h in heads if h.dense for o in h.outputs}
     linear_dense = {o for h in heads if h.dense and h.linear for o in h.outputs}
     mlp_inputs = {h.feature for h in heads if h.kind == "mlp"}
@@ -385,9 +385,7 @@ def verify(
     try:
         check_graph(converted)
         report.checker = "passed"
-    except onnx.checker.ValidationError as exc:
-        report.checker = f"failed: {_first_line(exc)}"
-    except Exception as exc:
+    except Exception as exc:  # ValidationError, or shape inference's own errors
         report.checker = f"failed: {_first_line(exc)}"
     if converted.ir_version != original.ir_version:
         report.notes.append(f"IR version {original.ir_version} -> {converted.ir_version}")
@@ -415,17 +413,14 @@ def _verify_larger(
     mlp_rank = next((h.spatial_rank for h in heads if h.kind == "mlp"), 2)
     spatial = tuple(int(inp.shape[a]) for a in inp.spatial_axes) if not mlp else (1,) * mlp_rank
     sizes = options.sizes or default_sizes(spatial)
-    sources = list(dict.fromkeys(h.feature if not h.dense else h.pool.source for h in heads))  # type: ignore[union-attr]
-    exported = {  # each feature map's (C, *S) at the exported size
-        (h.pool.source if h.dense else h.feature): (h.pool.source_shape if h.dense else h.feature_shape)  # type: ignore[union-attr]
-        for h in heads
-    }
+    exported = {h.feature: h.feature_shape for h in heads}  # each feature map's (C, *S) at the exported size
     ix = GraphIndex(inferred_skeleton(original))
-    backbone = None if mlp else session(_cut(original, ix, inputs=[inp.name], outputs=sources, size_free=True))
+    backbone = None if mlp else _Backbone(original, converted, ix, inp.name, exported, report)
     head_sessions = [session(_cut(original, ix, inputs=[h.ref_input], outputs=list(h.outputs))) for h in heads]
     for size in sizes:
-        shape: list[int] = [batch, *([0] * (len(inp.shape) - 1))] if not mlp else [batch, int(inp.shape[1]), *size]
-        if not mlp:
+        if mlp:
+            shape = [batch, int(inp.shape[1]), *size]
+        else:
             shape = [batch if a == 0 else int(inp.shape[a]) for a in range(len(inp.shape))]
             if len(size) != len(inp.spatial_axes):
                 report.notes.append(
@@ -438,16 +433,15 @@ def _verify_larger(
         log.info("verify: larger size %s", "x".join(map(str, size)))
         try:
             actual = _run(conv_sess, {inp.name: x}, f"the converted model at {list(shape)}")
-            features = _features(backbone, sources, inp.name, x, converted, report, exported)
+            features = {inp.name: x} if backbone is None else backbone.maps(x)
         except RuntimeError as exc:
             report.comparisons.append(
                 Comparison("larger size", inp.name, tuple(shape), (), math.inf, math.inf, False, str(exc))
             )
             continue
         for head, head_sess in zip(heads, head_sessions, strict=True):
-            source = head.pool.source if head.dense else head.feature  # type: ignore[union-attr]
             try:
-                expected = _reference(head, head_sess, features[source], original)
+                expected = _reference(head, head_sess, features[head.feature])
             except RuntimeError as exc:
                 report.comparisons.append(
                     Comparison("larger size", head.outputs[0], tuple(shape), (), math.inf, math.inf, False, str(exc))
@@ -466,60 +460,61 @@ def _verify_larger(
                 )
 
 
-def _features(
-    backbone: ort.InferenceSession | None,
-    sources: list[str],
-    input_name: str,
-    x: np.ndarray,
-    converted: onnx.ModelProto,
-    report: VerificationReport,
-    exported: dict[str, tuple[int, ...]] | None = None,
-) -> dict[str, np.ndarray]:
-    """The head's feature maps at a larger size, from the original backbone.
+class _Backbone:
+    """The heads' feature maps at a larger size, from the original backbone.
 
     When the original backbone cannot run at that size (it baked the size into a constant that
     the conversion made size-agnostic), the converted backbone is used and the report says so.
     The same holds when it runs but pins the map to its exported size (a Resize to fixed
     `sizes`, which the conversion turned into `scales`): the window grid of a pinned map is
-    1 x 1 and could never match the converted model's larger map.
+    1 x 1 and could never match the converted model's larger map. The fallback session is built
+    once, on first need.
     """
-    if backbone is None:
-        return {input_name: x}
-    try:
-        maps = dict(zip(sources, backbone.run(sources, {input_name: x}), strict=True))
-        pinned = [
-            s
-            for s in sources
-            if exported
-            and s in exported
-            and any(d > 1 for d in exported[s][1:])
-            and tuple(maps[s].shape[2:]) == tuple(exported[s][1:])
-        ]
-        if not pinned:
-            return maps
-        note = (
-            f"the original backbone pins '{pinned[0]}' to its exported size {list(exported[pinned[0]][1:])} "  # type: ignore[index]
-            "at larger inputs; its size-agnostic rewrite was used as the reference backbone"
-        )
-        if note not in report.notes:
-            report.notes.append(note)
-    except Exception as exc:
-        note = (
-            "the original backbone cannot run at larger sizes "
-            f"({_first_line(exc)[:120]}); its size-agnostic rewrite was used as the reference backbone"
-        )
-        if note not in report.notes:
-            report.notes.append(note)
-    ix = GraphIndex(inferred_skeleton(converted))
-    fixed = session(_cut(converted, ix, inputs=[input_name], outputs=sources, size_free=True))
-    return dict(zip(sources, _run(fixed, {input_name: x}, "the size-agnostic backbone").values(), strict=True))
+
+    def __init__(
+        self,
+        original: onnx.ModelProto,
+        converted: onnx.ModelProto,
+        ix: GraphIndex,
+        input_name: str,
+        exported: dict[str, tuple[int, ...]],
+        report: VerificationReport,
+    ) -> None:
+        self.sources = list(exported)
+        self.exported = exported
+        self.input_name = input_name
+        self.converted = converted
+        self.report = report
+        self.original = session(_cut(original, ix, inputs=[input_name], outputs=self.sources, size_free=True))
+        self.fallback: ort.InferenceSession | None = None
+
+    def maps(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        if self.fallback is None:
+            try:
+                maps = dict(zip(self.sources, self.original.run(self.sources, {self.input_name: x}), strict=True))
+                pinned = [
+                    s
+                    for s in self.sources
+                    if any(d > 1 for d in self.exported[s][1:]) and maps[s].shape[2:] == self.exported[s][1:]
+                ]
+                if not pinned:
+                    return maps
+                why = f"pins '{pinned[0]}' to its exported size {list(self.exported[pinned[0]][1:])} at larger inputs"
+            except Exception as exc:
+                why = f"cannot run at larger sizes ({_first_line(exc)[:120]})"
+            self.report.notes.append(
+                f"the original backbone {why}; its size-agnostic rewrite was used as the reference backbone"
+            )
+            ix = GraphIndex(inferred_skeleton(self.converted))
+            cut = _cut(self.converted, ix, inputs=[self.input_name], outputs=self.sources, size_free=True)
+            self.fallback = session(cut)
+        maps = _run(self.fallback, {self.input_name: x}, "the size-agnostic backbone")
+        return dict(zip(self.sources, maps.values(), strict=True))
 
 
-def _reference(
-    head: Head, head_sess: ort.InferenceSession, feature: np.ndarray, original: onnx.ModelProto
-) -> dict[str, np.ndarray]:
+def _reference(head: Head, head_sess: ort.InferenceSession, feature: np.ndarray) -> dict[str, np.ndarray]:
     """The original head on every window of `feature`, assembled as `[N, *out, *map]`."""
-    window = head.window if not head.dense else (1,) * head.spatial_rank
+    window = head.window
     spatial_rank = head.spatial_rank
     if feature.ndim == 2:  # a keepdims=0 pool: one window, shaped as the head expects
         feature = feature.reshape(*feature.shape, *([1] * spatial_rank))
