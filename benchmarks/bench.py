@@ -516,7 +516,7 @@ def _trace_stages(verify: bool) -> list[str]:
     """Wrap convert_file's stages to record time and peak RSS of each (child process only)."""
     # import_module: the package's `verify` function shadows the `verify` submodule attribute
     api = importlib.import_module("onnx_fc2conv.api")
-    fio = importlib.import_module("onnx_fc2conv.io")
+    fio = importlib.import_module("onnx_fc2conv.files")
     vfy = importlib.import_module("onnx_fc2conv.verify")
 
     lines: list[str] = []
@@ -540,7 +540,7 @@ def _trace_stages(verify: bool) -> list[str]:
 
         setattr(owner, name, traced)
 
-    wrap(fio, "load_model", "io.load_model")
+    wrap(fio, "load_model", "files.load_model")
     if verify:
         wrap(api, "verify_conversion", "api.verify_conversion")
         wrap(vfy, "session", "verify.session (one onnxruntime session)")
@@ -548,11 +548,11 @@ def _trace_stages(verify: bool) -> list[str]:
         wrap(onnx.checker, "check_model", "onnx.checker.check_model")
         return lines
     wrap(onnx, "load_model", "onnx.load_model (read + parse)")
-    wrap(fio, "_check_tensor_sizes", "io._check_tensor_sizes (sizes from the wire scan)")
+    wrap(fio, "_check_tensor_sizes", "files._check_tensor_sizes (sizes from the wire scan)")
     wrap(api, "_analyse", "api._analyse (names, shape inference, head search)")
     wrap(api, "rewrite_head", "rewrite_head")
     wrap(api, "infer_shapes", "api.infer_shapes (skeleton)")
-    wrap(fio, "save_model", "io.save_model")
+    wrap(fio, "save_model", "files.save_model")
     wrap(onnx.ModelProto, "ByteSize", "ModelProto.ByteSize")
     wrap(onnx, "save_model", "onnx.save_model (serialize + write)")
     wrap(api, "_check_file", "api._check_file (checker on the written file)")

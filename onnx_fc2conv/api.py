@@ -9,9 +9,9 @@ from pathlib import Path
 
 import onnx
 
-from . import io
+from . import files
 from .backbone import BackboneFix, fix_baked_sizes
-from .errors import NotConvertibleError, VerificationError
+from .errors import ModelLoadError, NotConvertibleError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
 from .graph import GraphIndex, node_label
 from .heads import Head, HeadSearch, Skipped, find_heads
@@ -47,7 +47,7 @@ class ConvertOptions:
     sizes: tuple[tuple[int, ...], ...] | None = None  # larger sizes for verification
     seed: int = 0
     mlp_spatial_rank: int = 2  # an MLP's [N, K] input becomes [N, K, *S] with this many S
-    external_threshold: int = io.DEFAULT_EXTERNAL_THRESHOLD
+    external_threshold: int = files.DEFAULT_EXTERNAL_THRESHOLD
     in_place: bool = False
 
     @property
@@ -97,9 +97,9 @@ def _load(source: ModelSource, *, copy: bool) -> onnx.ModelProto:
             return source
         model = onnx.ModelProto()
         model.CopyFrom(source)
-        io.validate_model(model)
+        files.validate_model(model)
         return model
-    return io.load_model(source)
+    return files.load_model(source)
 
 
 def _unique_node_names(model: onnx.ModelProto) -> None:
@@ -122,7 +122,7 @@ def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[GraphInde
     try:
         infer_shapes(model)
     except Exception as exc:  # shape inference reports malformed graphs in its own exception types
-        raise io.ModelLoadError(f"shape inference failed: {io._short(exc)}") from exc
+        raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
     ix = GraphIndex(model)
     return ix, find_heads(model, dense=options.dense, mlp_rank=options.mlp_spatial_rank, ix=ix)
 
@@ -280,10 +280,10 @@ def convert_file(
 ) -> tuple[ConversionResult, Path | None]:
     """Load, convert, verify and atomically write; nothing is written unless all of it succeeds."""
     options = options or ConvertOptions()
-    io.check_output_path(input_path, output_path, options.in_place)
+    files.check_output_path(input_path, output_path, options.in_place)
     log.info("loading %s", input_path)
     protected: set[Path] = set()
-    model = io.load_model(input_path, protected)
+    model = files.load_model(input_path, protected)
     if options.in_place:
         protected = set()
     try:
@@ -293,12 +293,12 @@ def convert_file(
             _require_runtime(str(input_path))
         raise
     if options.verify:
-        original = io.load_model(input_path)
+        original = files.load_model(input_path)
         result.verification = verify_conversion(original, result, options)
         del original
     else:
         _check(result.model)  # verification runs the checker itself
-    data = io.save_model(
+    data = files.save_model(
         result.model,
         output_path,
         external_threshold=options.external_threshold,
@@ -320,7 +320,7 @@ def _check(model: onnx.ModelProto) -> None:
     try:
         check_graph(model)
     except Exception as exc:
-        raise VerificationError(f"the converted model fails the ONNX checker: {io._short(exc)}") from exc
+        raise VerificationError(f"the converted model fails the ONNX checker: {one_line(exc)}") from exc
 
 
 __all__ = [

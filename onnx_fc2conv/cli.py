@@ -15,8 +15,7 @@ from typing import Any
 import click
 
 from . import api, report
-from .errors import Fc2ConvError, NotConvertibleError, VerificationError
-from .io import _short as io_short
+from .errors import Fc2ConvError, NotConvertibleError, VerificationError, one_line
 from .shapes import DimNames
 from .verify import Tolerance, VerificationReport
 
@@ -85,13 +84,12 @@ def _guard(as_json: bool, debug: bool, action: Callable[[], None]) -> None:
         if debug:
             raise
         where = f"{exc.filename}: " if exc.filename else ""
-        click.echo(f"onnx-fc2conv: error: {where}{exc.strerror or io_short(exc)}", err=True)
+        click.echo(f"onnx-fc2conv: error: {where}{exc.strerror or one_line(exc)}", err=True)
         sys.exit(2)
     except Exception as exc:  # a bug or an unforeseen model: still one line, no traceback
         if debug:
             raise
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        click.echo(f"onnx-fc2conv: error: {type(exc).__name__}: {text[:300]} (rerun with --debug)", err=True)
+        click.echo(f"onnx-fc2conv: error: {type(exc).__name__}: {one_line(exc)} (rerun with --debug)", err=True)
         sys.exit(2)
 
 

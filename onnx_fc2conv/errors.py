@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
+_ORT_PREFIX = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """One readable line from any exception: lines joined, onnxruntime's prefix dropped, control
+    characters escaped (text from a model must not span lines or fake a message)."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    text = _ORT_PREFIX.sub("", text)
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return (text or type(exc).__name__)[:limit]
+
 
 class Fc2ConvError(Exception):
     """Base class: a failure explained in one line, never a traceback."""

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .errors import UsageError
+from .errors import UsageError, one_line
 from .geometry import Geometry, output_geometry
 from .graph import GraphIndex
 
@@ -116,7 +116,7 @@ def render(
     try:
         (scores,) = sess.run([out_name], {name: np.ascontiguousarray(x)})
     except Exception as exc:
-        raise UsageError(f"the model failed on this image: {str(exc).splitlines()[0][:200]}") from exc
+        raise UsageError(f"the model failed on this image: {one_line(exc, 200)}") from exc
     scores = scores[0].astype(np.float64)  # [M, h, w]
     if scores.ndim != 3:
         raise UsageError(f"output '{out_name}' has shape {list(scores.shape)}, not a class map")

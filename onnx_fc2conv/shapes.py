@@ -124,7 +124,7 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def check_graph(model: onnx.ModelProto) -> None:
     """`onnx.checker.check_model(full_check=True)` on the skeleton: every node, schema and inferred
-    shape, without serializing the weights (whose sizes io.load_model checked). Raises on failure."""
+    shape, without serializing the weights (whose sizes files.load_model checked). Raises on failure."""
     onnx.checker.check_model(skeleton(model), full_check=True)
 
 

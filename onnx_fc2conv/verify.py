@@ -16,7 +16,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -27,10 +26,10 @@ import onnx
 import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, one_line
+from .files import attribute_tensors, proto_size
 from .graph import GraphIndex
 from .heads import Head
-from .io import attribute_tensors, proto_size
 from .shapes import check_graph, inferred_skeleton, input_spatial_axes
 
 log = logging.getLogger(__name__)
@@ -141,7 +140,7 @@ def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
         with _session_source(model, opts) as source:
             return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelLoadError(f"onnxruntime cannot load the model: {_first_line(exc)}") from exc
+        raise ModelLoadError(f"onnxruntime cannot load the model: {one_line(exc)}") from exc
 
 
 # A ModelProto above this cannot be serialized (protobuf's 2 GB limit).
@@ -235,18 +234,11 @@ def _copy_field(target: object, name: str, value: object) -> None:
         setattr(target, name, value)
 
 
-def _first_line(exc: BaseException) -> str:
-    """One readable line from an exception (onnxruntime's messages span several)."""
-    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
-    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
-    return (text or type(exc).__name__)[:300]
-
-
 def _run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
     try:
         outs = sess.run(None, feeds)
     except Exception as exc:
-        raise RuntimeError(f"{what} failed to run: {_first_line(exc)}") from exc
+        raise RuntimeError(f"{what} failed to run: {one_line(exc)}") from exc
     return {o.name: v for o, v in zip(sess.get_outputs(), outs, strict=True)}
 
 
@@ -386,7 +378,7 @@ def verify(
         check_graph(converted)
         report.checker = "passed"
     except Exception as exc:  # ValidationError, or shape inference's own errors
-        report.checker = f"failed: {_first_line(exc)}"
+        report.checker = f"failed: {one_line(exc)}"
     if converted.ir_version != original.ir_version:
         report.notes.append(f"IR version {original.ir_version} -> {converted.ir_version}")
     return report
@@ -501,7 +493,7 @@ class _Backbone:
                     return maps
                 why = f"pins '{pinned[0]}' to its exported size {list(self.exported[pinned[0]][1:])} at larger inputs"
             except Exception as exc:
-                why = f"cannot run at larger sizes ({_first_line(exc)[:120]})"
+                why = f"cannot run at larger sizes ({one_line(exc)[:120]})"
             self.report.notes.append(
                 f"the original backbone {why}; its size-agnostic rewrite was used as the reference backbone"
             )
@@ -538,7 +530,7 @@ def _reference(head: Head, head_sess: ort.InferenceSession, feature: np.ndarray)
             try:
                 per_window.append(head_sess.run(names, {ref_input.name: crop}))
             except Exception as exc:
-                raise RuntimeError(f"the original head failed to run on a window: {_first_line(exc)}") from exc
+                raise RuntimeError(f"the original head failed to run on a window: {one_line(exc)}") from exc
     result = {}
     for j, name in enumerate(names):
         stacked = np.stack([w[j] for w in per_window], axis=-1)

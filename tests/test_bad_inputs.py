@@ -604,7 +604,7 @@ def test_unforeseen_exception_is_one_line(tmp_path: Path, monkeypatch: pytest.Mo
     model = _valid(tmp_path)
     result = run_cli("convert", str(model), str(tmp_path / "x.onnx"))
     assert result.code == 2
-    assert result.stderr == "onnx-fc2conv: error: ValueError: something unforeseen (rerun with --debug)\n"
+    assert result.stderr == "onnx-fc2conv: error: ValueError: something unforeseen second line (rerun with --debug)\n"
     debug = run_cli("convert", "--debug", str(model), str(tmp_path / "x.onnx"))
     assert isinstance(debug.exception, ValueError)
 

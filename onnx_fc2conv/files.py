@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from .errors import ModelLoadError, UsageError
+from .errors import ModelLoadError, UsageError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def load_model(path: str | os.PathLike[str], data_files: set[Path] | None = None
     except FileNotFoundError:
         raise UsageError(f"{p}: no such file") from None
     except OSError as exc:
-        raise UsageError(f"{p}: cannot read ({exc.strerror or _short(exc)})") from exc
+        raise UsageError(f"{p}: cannot read ({exc.strerror or one_line(exc)})") from exc
     if p.is_dir():
         raise UsageError(f"{p}: is a directory, not an ONNX file")
     if not p.is_file():
@@ -258,11 +258,11 @@ def load_model(path: str | os.PathLike[str], data_files: set[Path] | None = None
         lengths = raw_data_lengths(data)
         del data
     except OSError as exc:
-        raise UsageError(f"{p}: cannot read ({(exc.strerror or _short(exc)).lower()})") from exc
+        raise UsageError(f"{p}: cannot read ({(exc.strerror or one_line(exc)).lower()})") from exc
     except MemoryError:
         raise
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError, ... on garbage
-        raise ModelLoadError(f"{p}: not a readable ONNX model ({_short(exc)})") from exc
+        raise ModelLoadError(f"{p}: not a readable ONNX model ({one_line(exc)})") from exc
     validate_model(model, str(p))
     base = p.parent
     try:
@@ -273,7 +273,7 @@ def load_model(path: str | os.PathLike[str], data_files: set[Path] | None = None
         try:
             onnx.load_external_data_for_model(model, str(base))
         except Exception as exc:  # OSError, ValueError, onnx.checker.ValidationError
-            raise ModelLoadError(f"cannot read external data ({_short(exc)})") from exc
+            raise ModelLoadError(f"cannot read external data ({one_line(exc)})") from exc
         _check_tensor_sizes(model, known)
     except ModelLoadError as exc:
         raise ModelLoadError(f"{p}: {exc}") from exc
@@ -313,11 +313,6 @@ def validate_model(model: onnx.ModelProto, where: str = "model") -> None:
         raise ModelLoadError(
             f"{where}: opset {default[0]} is not supported (this onnx {onnx.__version__} knows opsets 1 to {known})"
         )
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
@@ -392,7 +387,7 @@ def save_model(
             # for 528 MB): an inline model goes to a temporary file beside the output instead.
             tmp_model = out.parent / f".{out.name}.{secrets.token_hex(8)}.tmp"
     except OSError as exc:
-        raise UsageError(f"cannot write in {out.parent}: {exc.strerror or _short(exc)}; nothing written") from exc
+        raise UsageError(f"cannot write in {out.parent}: {exc.strerror or one_line(exc)}; nothing written") from exc
     try:
         try:
             if external:
@@ -403,7 +398,7 @@ def save_model(
             else:
                 onnx.save_model(model, str(tmp_model))
         except OSError as exc:
-            raise UsageError(f"cannot write {out}: {exc.strerror or _short(exc)}; nothing written") from exc
+            raise UsageError(f"cannot write {out}: {exc.strerror or one_line(exc)}; nothing written") from exc
         external = external and (tmpdir / data_name).is_file()  # every tensor may have stayed inline
         _set_modes(tmp_model, tmpdir / data_name if external else None, out)
         if check is not None:
@@ -451,4 +446,4 @@ def _move_into_place(tmpdir: Path, tmp_model: Path, out: Path, data_path: Path |
                     data_path.unlink(missing_ok=True)
             except OSError:
                 log.warning("could not restore %s", data_path)
-        raise UsageError(f"cannot write {out}: {exc.strerror or _short(exc)}; nothing written") from exc
+        raise UsageError(f"cannot write {out}: {exc.strerror or one_line(exc)}; nothing written") from exc

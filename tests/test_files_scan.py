@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_fc2conv.io import raw_data_lengths
+from onnx_fc2conv.files import raw_data_lengths
 
 MODELS = sorted((Path(__file__).resolve().parent.parent / "models").glob("*.onnx"))
 
