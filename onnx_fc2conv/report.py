@@ -7,6 +7,7 @@ from typing import Any
 
 from .api import ConversionResult, Inspection
 from .geometry import Geometry
+from .graph import node_id
 from .heads import Head, Skipped
 from .rewrite import LayerRewrite
 from .shapes import RelaxedInput
@@ -27,7 +28,7 @@ def _num(x: float) -> float | None:
 def head_dict(head: Head, layers: tuple[LayerRewrite, ...] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "pattern": head.description,
-        "kind": head.kind,
+        "kind": head.kind.value,
         "feature_map": head.feature,
         "feature_shape": list(head.feature_shape),
         "window": list(head.window),
@@ -36,7 +37,7 @@ def head_dict(head: Head, layers: tuple[LayerRewrite, ...] | None = None) -> dic
         "outputs": list(head.outputs),
         "layers": [
             {
-                "nodes": list(layer.nodes),
+                "nodes": list(layer.names),
                 "op": layer.op,
                 "in_features": layer.in_features,
                 "out_features": layer.out_features,
@@ -45,10 +46,10 @@ def head_dict(head: Head, layers: tuple[LayerRewrite, ...] | None = None) -> dic
             }
             for layer in head.layers
         ],
-        "tail": [{"node": t.node, "op": t.op, "action": t.action} for t in head.tail],
+        "tail": [{"node": t.name, "op": t.op, "action": t.action.value} for t in head.tail],
     }
     if head.pool is not None:
-        out["pool"] = {"node": head.pool.node, "op": head.pool.op, "source": head.pool.source}
+        out["pool"] = {"node": node_id(head.pool.node), "op": head.pool.op, "source": head.pool.source.name}
     if layers is not None:
         for record, done in zip(out["layers"], layers, strict=True):
             record["old_weight_shape"] = list(done.old_weight_shape)
@@ -178,7 +179,8 @@ def head_lines(index: int, head: Head, layers: tuple[LayerRewrite, ...] | None =
     lines += _table(rows)
     if head.tail:
         lines.append(
-            "  then: " + ", ".join(f"{t.op}" + ("" if t.action == "keep" else f" ({t.action})") for t in head.tail)
+            "  then: "
+            + ", ".join(f"{t.op}" + ("" if t.action.value == "keep" else f" ({t.action.value})") for t in head.tail)
         )
     lines.append("  outputs: " + ", ".join(head.outputs))
     return lines

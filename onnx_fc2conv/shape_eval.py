@@ -9,56 +9,57 @@ subgraphs use are supported; anything else makes the evaluation return None.
 from __future__ import annotations
 
 import numpy as np
-import onnx
+import onnx_graphsurgeon as gs
 
-from .graph import GraphIndex, attr
+from .graph import attr, constant, producer, shape
 
 _MAX_DEPTH = 64
 
 
-def evaluate_int_tensor(ix: GraphIndex, name: str, batch: int) -> np.ndarray | None:
+def evaluate_int_tensor(tensor: gs.Tensor, batch: int) -> np.ndarray | None:
     """Value of an integer tensor computed from shapes and constants, or None if unknown."""
-    memo: dict[str, np.ndarray | None] = {}
-    return _eval(ix, name, batch, memo, 0)
+    memo: dict[int, np.ndarray | None] = {}
+    return _eval(tensor, batch, memo, 0)
 
 
-def _eval(ix: GraphIndex, name: str, batch: int, memo: dict[str, np.ndarray | None], depth: int):
-    if name in memo:
-        return memo[name]
+def _eval(tensor: gs.Tensor, batch: int, memo: dict[int, np.ndarray | None], depth: int):
+    key = id(tensor)
+    if key in memo:
+        return memo[key]
     if depth > _MAX_DEPTH:
         return None
-    const = ix.constant(name)
+    const = constant(tensor)
     if const is not None:
-        memo[name] = const
+        memo[key] = const
         return const
-    node = ix.producer.get(name)
+    node = producer(tensor)
     if node is None:
         return None
     args = []
-    if node.op_type != "Shape":
-        for inp in node.input:
-            if not inp:
+    if node.op != "Shape":
+        for inp in node.inputs:
+            if not inp.name:
                 args.append(None)
                 continue
-            value = _eval(ix, inp, batch, memo, depth + 1)
+            value = _eval(inp, batch, memo, depth + 1)
             if value is None:
                 return None
             args.append(value)
     try:
-        result = _apply(ix, node, args, batch)
+        result = _apply(node, args, batch)
     except (ValueError, IndexError, TypeError):
         result = None
-    memo[name] = result
+    memo[key] = result
     return result
 
 
-def _apply(ix: GraphIndex, node: onnx.NodeProto, args: list, batch: int) -> np.ndarray | None:
-    op = node.op_type
+def _apply(node: gs.Node, args: list, batch: int) -> np.ndarray | None:
+    op = node.op
     if op == "Shape":
-        shape = ix.shape(node.input[0])
-        if shape is None:
+        found = shape(node.inputs[0])
+        if found is None:
             return None
-        dims = [batch, *shape[1:]] if shape else []
+        dims = [batch, *found[1:]] if found else []
         if not all(isinstance(d, int) for d in dims):
             return None
         full = np.array(dims, dtype=np.int64)
@@ -95,7 +96,7 @@ def _apply(ix: GraphIndex, node: onnx.NodeProto, args: list, batch: int) -> np.n
     return None
 
 
-def _slice(node: onnx.NodeProto, args: list) -> np.ndarray:
+def _slice(node: gs.Node, args: list) -> np.ndarray:
     data = args[0]
     if len(args) >= 3:
         starts, ends = args[1], args[2]

@@ -6,9 +6,10 @@ import logging
 from dataclasses import dataclass
 
 import onnx
+import onnx_graphsurgeon as gs
 from onnx import helper
 
-from .graph import GraphIndex, attr
+from .graph import set_value_info_dims, shape, users, value_info_dims
 
 log = logging.getLogger(__name__)
 
@@ -47,40 +48,28 @@ class RelaxedInput:
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list:
-    out = []
-    for d in vi.type.tensor_type.shape.dim:
-        out.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
-    return out
+    return list(value_info_dims(vi) or ())
 
 
-def _set_dims(vi: onnx.ValueInfoProto, dims: list) -> None:
-    shape = vi.type.tensor_type.shape
-    shape.ClearField("dim")
-    for d in dims:
-        dim = shape.dim.add()
-        if isinstance(d, int):
-            dim.dim_value = d
-        elif d:
-            dim.dim_param = d
-
-
-def input_spatial_axes(ix: GraphIndex, name: str, rank: int) -> list[int]:
+def input_spatial_axes(tensor: gs.Tensor) -> list[int]:
     """Spatial axes of an image input: 2.. for NCHW; for NHWC the axes a leading Transpose moves to 2..."""
-    users = ix.users(name)
-    if len(users) == 1 and users[0].op_type == "Transpose":
-        perm = list(attr(users[0], "perm", []))
+    rank = len(shape(tensor) or ())
+    readers = users(tensor)
+    if len(readers) == 1 and readers[0].op == "Transpose":
+        perm = list(readers[0].attrs.get("perm", []))
         if len(perm) == rank and perm[0] == 0:
             return perm[2:]
     return list(range(2, rank))
 
 
 def relax_inputs(
-    model: onnx.ModelProto, ix: GraphIndex, names: DimNames, mlp_inputs: dict[str, int], only: set[str] | None
+    model: onnx.ModelProto, graph: gs.Graph, names: DimNames, mlp_inputs: dict[str, int], only: set[str] | None
 ) -> list[RelaxedInput]:
     """Give image inputs a symbolic batch and spatial dims; MLP inputs `[N, K]` become `[N, K, *S]`."""
     relaxed: list[RelaxedInput] = []
+    inputs = {t.name: t for t in graph.inputs}
     for vi in model.graph.input:
-        if vi.name not in ix.graph_inputs or not vi.type.HasField("tensor_type"):
+        if vi.name not in inputs or not vi.type.HasField("tensor_type"):
             continue
         if vi.type.tensor_type.elem_type not in _FLOAT_TYPES:
             continue
@@ -91,12 +80,12 @@ def relax_inputs(
         elif len(old) >= 3 and (only is None or vi.name in only):
             new = list(old)
             new[0] = names.batch
-            axes = input_spatial_axes(ix, vi.name, len(old))
+            axes = input_spatial_axes(inputs[vi.name])
             for axis, dim_name in zip(axes, names.spatial(len(axes)), strict=True):
                 new[axis] = dim_name
         else:
             continue
-        _set_dims(vi, new)
+        set_value_info_dims(vi, new)
         relaxed.append(RelaxedInput(vi.name, tuple(old), tuple(new)))
     return relaxed
 
@@ -182,4 +171,4 @@ def name_output_dims(model: onnx.ModelProto, outputs: dict[str, int], names: Dim
         for i in range(max(start, 1), len(dims)):
             if not isinstance(dims[i], int):
                 dims[i] = tail[i - start]
-        _set_dims(out, dims)
+        set_value_info_dims(out, dims)

@@ -28,7 +28,7 @@ import onnxruntime as ort
 
 from .errors import ModelLoadError, one_line
 from .files import attribute_tensors, proto_size
-from .graph import GraphIndex
+from .graph import import_graph, value_info_dims
 from .heads import Head
 from .shapes import check_graph, inferred_skeleton, input_spatial_axes
 
@@ -249,6 +249,33 @@ def _random(shape: tuple[int, ...], elem_type: int, rng: np.random.Generator) ->
     return rng.standard_normal(shape).astype(dtype)
 
 
+class GraphIndex:
+    """Shapes and types of a model's inputs, outputs and value_info, by name."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        g = model.graph
+        inits = {t.name for t in g.initializer}
+        self.model = model
+        self.graph_inputs = [i.name for i in g.input if i.name not in inits]
+        self.shapes: dict[str, tuple] = {}
+        self.elem_types: dict[str, int] = {}
+        for vi in [*g.input, *g.value_info, *g.output]:
+            dims = value_info_dims(vi)
+            if dims is not None:
+                self.shapes[vi.name] = dims
+            if vi.type.HasField("tensor_type"):
+                self.elem_types[vi.name] = vi.type.tensor_type.elem_type
+        for t in g.initializer:
+            self.shapes[t.name] = tuple(int(d) for d in t.dims)
+            self.elem_types[t.name] = t.data_type
+
+    def shape(self, name: str) -> tuple | None:
+        return self.shapes.get(name)
+
+    def elem_type(self, name: str) -> int | None:
+        return self.elem_types.get(name)
+
+
 @dataclass(frozen=True)
 class _Input:
     name: str
@@ -272,7 +299,7 @@ def _inputs(original: onnx.ModelProto, relaxed: dict[str, tuple]) -> list[_Input
         else:
             axes = ()
         if not axes and len(shape) >= 3:
-            axes = tuple(input_spatial_axes(ix, vi.name, len(shape)))
+            axes = tuple(input_spatial_axes(import_graph(original).tensors()[vi.name]))
         out.append(_Input(vi.name, vi.type.tensor_type.elem_type, shape, axes))
     return out
 
@@ -327,7 +354,7 @@ def verify(
     inputs = [_with_base_size(i, report) for i in _inputs(original, conv_input_shapes)]
     dense_outputs = {o for h in heads if h.dense for o in h.outputs}
     linear_dense = {o for h in heads if h.dense and h.linear for o in h.outputs}
-    mlp_inputs = {h.feature for h in heads if h.kind == "mlp"}
+    mlp_inputs = {h.feature for h in heads if h.reads_input}
 
     # 1. same size
     batches = [1] + ([2] if all(not isinstance(i.shape[0], int) for i in inputs if i.shape) else [])
