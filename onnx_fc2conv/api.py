@@ -86,7 +86,7 @@ class Inspection:
     skipped: list[Skipped]
     candidates: int
     backbone_fixes: list[BackboneFix]
-    backbone_refusals: list[str]
+    backbone_refusals: list[Skipped]
     input_shapes: dict[str, tuple]
     opset: int
     geometry: dict[str, Geometry | str] = field(default_factory=dict)
@@ -195,7 +195,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
         raise NotConvertibleError(f"{what} can be rewritten exactly: {search.skipped[-1].reason}", reasons)
     plan = plan_backbone(graph, search.heads)
     if plan.refusals:
-        raise NotConvertibleError(plan.refusals[0], plan.refusals)
+        raise NotConvertibleError(plan.refusals[0].reason, [r.reason for r in plan.refusals])
     notices: list[str] = []
     feeders = _image_inputs(graph, search.heads)
     output_names = [t.name for t in graph.outputs]

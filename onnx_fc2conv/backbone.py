@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import onnx_graphsurgeon as gs
 
-from .graph import ancestors, shape
-from .heads import Head
+from .graph import ancestors, node_id, shape
+from .heads import Head, Skipped
 from .rules import BACKBONE_RULES
 from .rules.backbone_base import BackboneFix
 from .rules.base import Refusal
@@ -23,7 +23,7 @@ __all__ = ["BackboneFix", "BackbonePlan", "plan_backbone"]
 @dataclass
 class BackbonePlan:
     fixes: list[BackboneFix] = field(default_factory=list)
-    refusals: list[str] = field(default_factory=list)
+    refusals: list[Skipped] = field(default_factory=list)
 
 
 def _spatial_count(graph: gs.Graph) -> int:
@@ -50,7 +50,7 @@ def plan_backbone(graph: gs.Graph, heads: list[Head]) -> BackbonePlan:
             try:
                 fix = rule.match(graph, node, spatial)
             except Refusal as refusal:
-                plan.refusals.append(refusal.reason)
+                plan.refusals.append(Skipped(node_id(node), refusal.reason, refusal.code))
                 break
             if fix is not None:
                 plan.fixes.append(fix)

@@ -58,7 +58,7 @@ def head_dict(head: Head, layers: tuple[LayerRewrite, ...] | None = None) -> dic
 
 
 def skipped_dict(s: Skipped) -> dict[str, str]:
-    return {"node": s.node, "reason": s.reason}
+    return {"node": s.node, "code": s.code.value, "reason": s.reason}
 
 
 def comparison_dict(c: Comparison) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def inspection_dict(ins: Inspection) -> dict[str, Any]:
         "heads": [head_dict(h) for h in ins.heads],
         "skipped": [skipped_dict(s) for s in ins.skipped],
         "backbone_fixes": [{"node": f.node, "op": f.op, "change": f.change} for f in ins.backbone_fixes],
-        "backbone_refusals": list(ins.backbone_refusals),
+        "backbone_refusals": [skipped_dict(r) for r in ins.backbone_refusals],
         "geometry": geometry_dict(ins.geometry),
     }
 
@@ -237,7 +237,7 @@ def inspection_text(ins: Inspection) -> str:
         lines.append(f"skipped '{s.node}': {s.reason}")
     for f in ins.backbone_fixes:
         lines.append(f"backbone: {f.op} '{f.node}': {f.change}")
-    lines += [f"refused: {r}" for r in ins.backbone_refusals]
+    lines += [f"refused: {r.reason}" for r in ins.backbone_refusals]
     lines += geometry_lines(ins.geometry)
     return "\n".join(lines)
 
