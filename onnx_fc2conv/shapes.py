@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
+from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
 from .graph import set_value_info_dims, shape, users, value_info_dims
 
@@ -118,10 +119,27 @@ def check_graph(model: onnx.ModelProto) -> None:
 
 
 def inferred_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The skeleton with every inferable shape filled in; the model itself is not touched."""
+    """The skeleton with every inferable shape filled in; the model itself is not touched.
+
+    onnxruntime's symbolic shape inference follows dims through Shape arithmetic, Split, Slice,
+    Concat, Reshape and Pad (a `x.view(x.size(0), -1)` keeps its batch and feature count, a Pad
+    computed from `Shape` keeps the spatial dims), where onnx's own inference loses them; onnx's is
+    the fallback for graphs the symbolic one cannot handle (custom ops, say).
+    """
     skel = skeleton(model)
     skel.graph.ClearField("value_info")
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(skel, auto_merge=True)
+    except Exception:  # any failure of the symbolic pass falls back to onnx's
+        inferred = None
+    if inferred is not None and _complete(inferred):
+        return inferred
     return onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+
+
+def _complete(model: onnx.ModelProto) -> bool:
+    """Every output of the symbolic pass has a type (it leaves unknown ops untyped)."""
+    return all(o.type.HasField("tensor_type") and o.type.tensor_type.elem_type for o in model.graph.output)
 
 
 def infer_shapes(model: onnx.ModelProto) -> None:
