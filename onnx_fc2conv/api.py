@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 
 from . import files
 from .backbone import BackboneFix, plan_backbone
+from .batch import plan_batch
 from .errors import ModelLoadError, NotConvertibleError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
 from .graph import Edit, ancestors, import_graph, node_label, opset_version, shape, write_back
@@ -204,8 +205,15 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
         fix.apply(edit)
     original_nodes = {id(n) for n in graph.nodes}
     rewrites = [HeadRewrite(head, tuple(rewrite_head(edit, head))) for head in search.heads]
-    write_back(graph, model)
+    graph.cleanup(remove_unused_graph_inputs=False)
     layouts = _input_layouts(graph, search.heads)  # after the rewrite: a head's Conv gives meaning too
+    batch = plan_batch(graph, layouts)
+    for fix in batch.fixes:
+        fix.apply(edit)
+    if batch.pins:
+        layouts = {name: replace(layout, batch=None) for name, layout in layouts.items()}
+        notices.append(f"the batch stays as exported: {batch.pins[0].reason}")
+    write_back(graph, model)
     replaced = sum(len(layer.nodes) for head in search.heads for layer in head.layers)
     removed = len(original_nodes - {id(n) for n in graph.nodes}) - replaced
     mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.reads_input}
@@ -227,7 +235,9 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     for head in search.heads:
         log.info("head %s: %s -> Conv", head.name, head.description)
     geometry = output_geometry(model)
-    return ConversionResult(model, rewrites, relaxed, plan.fixes, notices, removed_nodes=removed, geometry=geometry)
+    return ConversionResult(
+        model, rewrites, relaxed, plan.fixes + batch.fixes, notices, removed_nodes=removed, geometry=geometry
+    )
 
 
 def _input_layouts(graph: gs.Graph, heads: list[Head]) -> dict[str, InputLayout]:

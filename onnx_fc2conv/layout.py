@@ -31,7 +31,7 @@ class InputLayout:
     """Axes of one graph input: batch, channel and spatial (innermost last)."""
 
     name: str
-    batch: int
+    batch: int | None  # None: the batch stays as exported (a node pins it)
     channel: int
     spatial: tuple[int, ...]
 
