@@ -104,6 +104,10 @@ class Head:
     dense: bool = False
 
     @property
+    def reads_input(self) -> bool:
+        return self.kind == "mlp"  # the feature is a graph input: a plain MLP
+
+    @property
     def spatial_rank(self) -> int:
         return len(self.feature_shape) - 1
 
