@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 from . import files
 from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
-from .errors import ModelLoadError, NotConvertibleError, VerificationError, one_line
+from .errors import ModelLoadError, NotConvertibleError, UsageError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
 from .graph import Edit, ancestors, import_graph, node_label, opset_version, shape, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
@@ -29,6 +29,8 @@ from .shapes import (
     relax_inputs,
     restore_output_ranks,
 )
+from .sizes import ValidSizes, valid_sizes
+from .sizes import record as record_claims
 from .verify import Tolerance, VerificationReport, VerifyOptions
 from .verify import verify as _verify_models
 
@@ -76,6 +78,7 @@ class ConversionResult:
     verification: VerificationReport | None = None
     removed_nodes: int = 0
     geometry: dict[str, Geometry | str] = field(default_factory=dict)  # per output: window geometry
+    valid_sizes: ValidSizes | None = None  # the input sizes the model runs at
 
     @property
     def heads(self) -> list[Head]:
@@ -171,10 +174,27 @@ def verify_conversion(
     original: onnx.ModelProto, result: ConversionResult, options: ConvertOptions
 ) -> VerificationReport:
     log.info("verifying with onnxruntime")
-    report = _verify_models(original, result.model, result.heads, options.verify_options)
+    verify_options = options.verify_options
+    if result.valid_sizes is not None:
+        verify_options = replace(verify_options, sizes=_checked_sizes(options.sizes, result.valid_sizes))
+    report = _verify_models(original, result.model, result.heads, verify_options)
     if not report.passed:
         raise VerificationError(_failure_line(report), report)
     return report
+
+
+def _checked_sizes(sizes: tuple[tuple[int, ...], ...] | None, valid: ValidSizes) -> tuple[tuple[int, ...], ...]:
+    """The sizes to verify at: the user's, each one the model accepts (UsageError otherwise), or two
+    larger valid ones."""
+    if sizes is None:
+        return valid.larger()
+    for size in sizes:
+        text = "x".join(map(str, size))
+        if len(size) != len(valid.minimum):
+            raise UsageError(f"--size {text} has {len(size)} dims; the input has {len(valid.minimum)} spatial dims")
+        if not valid.accepts(size):
+            raise UsageError(f"--size {text} is not a size this model runs at; valid sizes: {valid.describe()}")
+    return sizes
 
 
 def _failure_line(report: VerificationReport) -> str:
@@ -235,9 +255,25 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     for head in search.heads:
         log.info("head %s: %s -> Conv", head.name, head.description)
     geometry = output_geometry(model)
+    valid = _valid_sizes(model, layouts, relaxed, geometry)
+    record_claims(model, valid, next((g for g in geometry.values() if isinstance(g, Geometry)), None))
+    fixes = plan.fixes + batch.fixes
     return ConversionResult(
-        model, rewrites, relaxed, plan.fixes + batch.fixes, notices, removed_nodes=removed, geometry=geometry
+        model, rewrites, relaxed, fixes, notices, removed_nodes=removed, geometry=geometry, valid_sizes=valid
     )
+
+
+def _valid_sizes(
+    model: onnx.ModelProto, layouts: dict[str, InputLayout], relaxed: list[RelaxedInput], geometry: dict
+) -> ValidSizes | None:
+    """Valid sizes of the first image input whose exported spatial size is known."""
+    for r in relaxed:
+        layout = layouts.get(r.name)
+        exported = tuple(r.old_shape[a] for a in layout.spatial) if layout else ()
+        if layout and all(isinstance(d, int) for d in exported):
+            stride = next((g.stride for g in geometry.values() if isinstance(g, Geometry)), None)
+            return valid_sizes(model, layout, exported, stride)  # type: ignore[arg-type]
+    return None
 
 
 def _input_layouts(graph: gs.Graph, heads: list[Head]) -> dict[str, InputLayout]:

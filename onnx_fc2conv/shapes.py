@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
-from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-from .graph import set_value_info_dims, shape, value_info_dims
+from .graph import opset_version, set_value_info_dims, shape, value_info_dims
 from .layout import InputLayout, trace_layout
 
 log = logging.getLogger(__name__)
@@ -124,18 +123,29 @@ def inferred_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     skel = skeleton(model)
     skel.graph.ClearField("value_info")
-    try:
-        inferred = SymbolicShapeInference.infer_shapes(skel, auto_merge=True)
-    except Exception:  # any failure of the symbolic pass falls back to onnx's
-        inferred = None
-    if inferred is not None and _complete(inferred):
+    inferred = _symbolic(skel)
+    if inferred is not None:
         return inferred
     return onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
 
 
-def _complete(model: onnx.ModelProto) -> bool:
-    """Every output of the symbolic pass has a type (it leaves unknown ops untyped)."""
-    return all(o.type.HasField("tensor_type") and o.type.tensor_type.elem_type for o in model.graph.output)
+def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
+    """SymbolicShapeInference.infer_shapes' own loop: on an incomplete result that function saves
+    the model into the working folder before raising; here an incomplete result is just None."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        if opset_version(skel) < 7:
+            return None
+        inference = SymbolicShapeInference(2**31 - 1, True, False, 0)
+        inference._preprocess(skel)
+        complete = False
+        while inference.run_:
+            complete = inference._infer_impl()
+        inference._update_output_from_vi()
+    except Exception:  # any failure of the symbolic pass (or its absence) falls back to onnx's
+        return None
+    return inference.out_mp_ if complete else None
 
 
 def infer_shapes(model: onnx.ModelProto) -> None:
