@@ -12,10 +12,12 @@ import onnx_graphsurgeon as gs
 
 from . import files
 from .backbone import BackboneFix, plan_backbone
+from .batch import plan_batch
 from .errors import ModelLoadError, NotConvertibleError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
-from .graph import Edit, ancestors, import_graph, is_graph_input, node_label, opset_version, shape, write_back
+from .graph import Edit, ancestors, import_graph, node_label, opset_version, shape, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
+from .layout import InputLayout, trace_layout
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
@@ -197,18 +199,25 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     if plan.refusals:
         raise NotConvertibleError(plan.refusals[0].reason, [r.reason for r in plan.refusals])
     notices: list[str] = []
-    feeders = _image_inputs(graph, search.heads)
     output_names = [t.name for t in graph.outputs]
     edit = Edit(graph)
     for fix in plan.fixes:
         fix.apply(edit)
     original_nodes = {id(n) for n in graph.nodes}
     rewrites = [HeadRewrite(head, tuple(rewrite_head(edit, head))) for head in search.heads]
+    graph.cleanup(remove_unused_graph_inputs=False)
+    layouts = _input_layouts(graph, search.heads)  # after the rewrite: a head's Conv gives meaning too
+    batch = plan_batch(graph, layouts)
+    for fix in batch.fixes:
+        fix.apply(edit)
+    if batch.pins:
+        layouts = {name: replace(layout, batch=None) for name, layout in layouts.items()}
+        notices.append(f"the batch stays as exported: {batch.pins[0].reason}")
     write_back(graph, model)
     replaced = sum(len(layer.nodes) for head in search.heads for layer in head.layers)
     removed = len(original_nodes - {id(n) for n in graph.nodes}) - replaced
     mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.reads_input}
-    relaxed = relax_inputs(model, graph, options.dim_names, mlp_inputs, feeders)
+    relaxed = relax_inputs(model, layouts, options.dim_names, mlp_inputs)
     if not search.heads:
         notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
     for head in search.heads:
@@ -226,18 +235,31 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     for head in search.heads:
         log.info("head %s: %s -> Conv", head.name, head.description)
     geometry = output_geometry(model)
-    return ConversionResult(model, rewrites, relaxed, plan.fixes, notices, removed_nodes=removed, geometry=geometry)
+    return ConversionResult(
+        model, rewrites, relaxed, plan.fixes + batch.fixes, notices, removed_nodes=removed, geometry=geometry
+    )
 
 
-def _image_inputs(graph: gs.Graph, heads: list[Head]) -> set[str] | None:
-    """Inputs the heads' feature maps depend on (None: relax every image input)."""
-    if not heads:
-        return None
-    needed = [h.flatten.feature for h in heads]
-    found = {t.name for t in needed if is_graph_input(graph, t)}
-    for node in ancestors(needed):
-        found.update(t.name for t in node.inputs if is_graph_input(graph, t))
-    return found
+def _input_layouts(graph: gs.Graph, heads: list[Head]) -> dict[str, InputLayout]:
+    """The layout of every image input the heads' maps depend on (every image input when there
+    is no head); an image input whose axes cannot be traced is refused by name."""
+    needed = [h.flatten.feature for h in heads if not h.reads_input]
+    if heads:
+        feeding = {id(t) for t in needed} | {id(t) for n in ancestors(needed) for t in n.inputs}
+        candidates = [t for t in graph.inputs if id(t) in feeding]
+    else:
+        candidates = list(graph.inputs)
+    layouts = {}
+    for tensor in candidates:
+        if len(shape(tensor) or ()) < 3:
+            continue
+        layout = trace_layout(tensor)
+        if layout is None:
+            raise NotConvertibleError(
+                f"input '{tensor.name}': its batch and spatial axes cannot be traced to a Conv or pool"
+            )
+        layouts[tensor.name] = layout
+    return layouts
 
 
 def _set_mode(model: onnx.ModelProto, options: ConvertOptions) -> None:

@@ -8,8 +8,10 @@ from dataclasses import dataclass
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
+from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-from .graph import set_value_info_dims, shape, users, value_info_dims
+from .graph import set_value_info_dims, shape, value_info_dims
+from .layout import InputLayout, trace_layout
 
 log = logging.getLogger(__name__)
 
@@ -52,36 +54,31 @@ def _dims(vi: onnx.ValueInfoProto) -> list:
 
 
 def input_spatial_axes(tensor: gs.Tensor) -> list[int]:
-    """Spatial axes of an image input: 2.. for NCHW; for NHWC the axes a leading Transpose moves to 2..."""
-    rank = len(shape(tensor) or ())
-    readers = users(tensor)
-    if len(readers) == 1 and readers[0].op == "Transpose":
-        perm = list(readers[0].attrs.get("perm", []))
-        if len(perm) == rank and perm[0] == 0:
-            return perm[2:]
-    return list(range(2, rank))
+    """Spatial axes of an image input, by data flow (layout.py); positional when untraceable."""
+    layout = trace_layout(tensor)
+    return list(layout.spatial) if layout is not None else list(range(2, len(shape(tensor) or ())))
 
 
 def relax_inputs(
-    model: onnx.ModelProto, graph: gs.Graph, names: DimNames, mlp_inputs: dict[str, int], only: set[str] | None
+    model: onnx.ModelProto, layouts: dict[str, InputLayout], names: DimNames, mlp_inputs: dict[str, int]
 ) -> list[RelaxedInput]:
-    """Give image inputs a symbolic batch and spatial dims; MLP inputs `[N, K]` become `[N, K, *S]`."""
+    """Give image inputs (`layouts`) a symbolic batch and spatial dims; MLP inputs `[N, K]` become `[N, K, *S]`.
+
+    A layout whose batch is None keeps its exported batch (something in the graph pins it).
+    """
     relaxed: list[RelaxedInput] = []
-    inputs = {t.name: t for t in graph.inputs}
     for vi in model.graph.input:
-        if vi.name not in inputs or not vi.type.HasField("tensor_type"):
-            continue
-        if vi.type.tensor_type.elem_type not in _FLOAT_TYPES:
+        if not vi.type.HasField("tensor_type"):
             continue
         old = _dims(vi)
-        if vi.name in mlp_inputs:
-            spatial = names.spatial(mlp_inputs[vi.name])
-            new = [names.batch, old[1], *spatial]
-        elif len(old) >= 3 and (only is None or vi.name in only):
+        layout = layouts.get(vi.name)
+        if vi.name in mlp_inputs and vi.type.tensor_type.elem_type in _FLOAT_TYPES:
+            new = [names.batch, old[1], *names.spatial(mlp_inputs[vi.name])]
+        elif layout is not None:
             new = list(old)
-            new[0] = names.batch
-            axes = input_spatial_axes(inputs[vi.name])
-            for axis, dim_name in zip(axes, names.spatial(len(axes)), strict=True):
+            if layout.batch is not None:
+                new[layout.batch] = names.batch
+            for axis, dim_name in zip(layout.spatial, names.spatial(len(layout.spatial)), strict=True):
                 new[axis] = dim_name
         else:
             continue
@@ -118,10 +115,27 @@ def check_graph(model: onnx.ModelProto) -> None:
 
 
 def inferred_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The skeleton with every inferable shape filled in; the model itself is not touched."""
+    """The skeleton with every inferable shape filled in; the model itself is not touched.
+
+    onnxruntime's symbolic shape inference follows dims through Shape arithmetic, Split, Slice,
+    Concat, Reshape and Pad (a `x.view(x.size(0), -1)` keeps its batch and feature count, a Pad
+    computed from `Shape` keeps the spatial dims), where onnx's own inference loses them; onnx's is
+    the fallback for graphs the symbolic one cannot handle (custom ops, say).
+    """
     skel = skeleton(model)
     skel.graph.ClearField("value_info")
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(skel, auto_merge=True)
+    except Exception:  # any failure of the symbolic pass falls back to onnx's
+        inferred = None
+    if inferred is not None and _complete(inferred):
+        return inferred
     return onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+
+
+def _complete(model: onnx.ModelProto) -> bool:
+    """Every output of the symbolic pass has a type (it leaves unknown ops untyped)."""
+    return all(o.type.HasField("tensor_type") and o.type.tensor_type.elem_type for o in model.graph.output)
 
 
 def infer_shapes(model: onnx.ModelProto) -> None:

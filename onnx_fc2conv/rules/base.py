@@ -48,6 +48,7 @@ class Code(str, Enum):
     BATCHNORM_PATTERN = "batchnorm-pattern"
     NO_OUTPUT = "no-output"
     BAKED_SIZE = "baked-size"
+    BAKED_BATCH = "baked-batch"
     FIXED_RESIZE = "fixed-resize"
     FIXED_EXPAND = "fixed-expand"
 
