@@ -183,7 +183,7 @@ def _failure_line(report: VerificationReport) -> str:
     if report.checker != "passed":
         return f"the converted model fails the ONNX checker: {report.checker.removeprefix('failed: ')}"
     worst = report.failures[0]
-    detail = worst.note or f"max abs error {worst.max_abs:.3g}, max rel error {worst.max_rel:.3g}"
+    detail = worst.note or f"max abs error {worst.max_abs:.3g}, {worst.ratio:.3g}x the allowed {worst.allowed:.3g}"
     return f"verification FAILED: output '{worst.output}' ({worst.check}, input {list(worst.input_shape)}): {detail}"
 
 

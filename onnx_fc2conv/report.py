@@ -22,6 +22,11 @@ def _num(x: float) -> float | None:
     return None if (math.isinf(x) or math.isnan(x)) else x
 
 
+def _measure(x: float) -> str:
+    """A table cell: `-` where nothing could be measured (a model failed to run, shapes differ)."""
+    return f"{x:.3g}" if math.isfinite(x) else "-"
+
+
 # -- dicts ---------------------------------------------------------------------------------------
 
 
@@ -69,6 +74,8 @@ def comparison_dict(c: Comparison) -> dict[str, Any]:
         "shape": list(c.shape),
         "max_abs_error": _num(c.max_abs),
         "max_rel_error": _num(c.max_rel),
+        "allowed_error": _num(c.allowed),
+        "ratio": _num(c.ratio),
         "status": "PASSED" if c.passed else "FAILED",
         "note": c.note,
     }
@@ -187,7 +194,7 @@ def head_lines(index: int, head: Head, layers: tuple[LayerRewrite, ...] | None =
 
 
 def verification_lines(v: VerificationReport) -> list[str]:
-    rows = [["status", "check", "output", "input", "shape", "max abs", "max rel"]]
+    rows = [["status", "check", "output", "input", "shape", "max abs", "allowed", "ratio"]]
     for c in v.comparisons:
         rows.append(
             [
@@ -196,8 +203,9 @@ def verification_lines(v: VerificationReport) -> list[str]:
                 c.output,
                 _dims(c.input_shape),
                 _dims(c.shape),
-                f"{c.max_abs:.3g}",
-                f"{c.max_rel:.3g}" + (f"  ({c.note})" if c.note else ""),
+                _measure(c.max_abs),
+                _measure(c.allowed),
+                _measure(c.ratio) + (f"  ({c.note})" if c.note else ""),
             ]
         )
     lines = ["verification (onnxruntime):", *_table(rows), f"  onnx checker: {v.checker}"]
