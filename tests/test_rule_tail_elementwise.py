@@ -53,6 +53,7 @@ ELEMENTWISE = {
     "Dropout": (17, _unary("Dropout"), ["Dropout"]),
     "Identity": (17, _unary("Identity"), ["Identity"]),
     "Softplus": (17, _unary("Softplus"), ["Softplus"]),
+    "Shrink": (17, _unary("Shrink", bias=0.1, lambd=0.3), ["Shrink"]),
 }
 
 
