@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ import click
 from . import api, report
 from .errors import Fc2ConvError, NotConvertibleError, VerificationError, one_line
 from .shapes import DimNames
+from .signals import Interrupted, raising_on_signals
 from .verify import Tolerance, VerificationReport
 
 log = logging.getLogger("onnx_fc2conv")
@@ -69,14 +71,17 @@ def _fail(exc: Fc2ConvError, as_json: bool) -> None:
 
 def _guard(as_json: bool, debug: bool, action: Callable[[], None]) -> None:
     try:
-        action()
+        with raising_on_signals():
+            action()
     except Fc2ConvError as exc:
         if debug:
             raise
         _fail(exc, as_json)
-    except KeyboardInterrupt:
-        click.echo("onnx-fc2conv: interrupted; nothing written", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        done = f"{stop.written} was written whole before stopping" if stop.written else "nothing written"
+        click.echo(f"onnx-fc2conv: interrupted ({stop.name}); {done}", err=True)
+        sys.exit(stop.exit_code)
     except MemoryError:
         click.echo("onnx-fc2conv: error: out of memory; nothing written", err=True)
         sys.exit(2)

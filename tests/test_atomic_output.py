@@ -213,7 +213,7 @@ FAILURES: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], int, str]] = {
     "serializer error in save_model": (_runtime_error_in_save, 2, "simulated serializer failure"),
     "moving the model fails": (_model_move_fails, 2, "Input/output error"),
     "checker fails": (_checker_fails, 1, "fails the ONNX checker"),
-    "interrupted while saving": (_interrupt_in_save, 130, "interrupted; nothing written"),
+    "interrupted while saving": (_interrupt_in_save, 130, "interrupted (SIGINT); nothing written"),
 }
 
 
