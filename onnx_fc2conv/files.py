@@ -8,7 +8,8 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -276,13 +277,39 @@ def save_model(
         _set_modes(tmp_model, tmpdir / data_name if external else None, out)
         if check is not None:
             check(str(tmp_model))
-        with signals_deferred(str(out)):  # both renames or neither; a stop signal waits for them
+        with _folder_lock(out.parent), signals_deferred(str(out)):  # one writer at a time; a stop waits
             _move_into_place(tmpdir, tmp_model, out, data_path if external else None)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
         tmp_model.unlink(missing_ok=True)
     log.info("wrote %s%s", out, f" and {data_name}" if external else "")
     return data_path if external else None
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Writers into one folder take turns for their renames (an exclusive flock on the folder), so
+    that two runs writing one output never leave the model of one beside the data file of the other.
+    Where the folder cannot be locked (no flock, a file system without it) the renames run unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        log.debug("cannot lock %s: %s", folder, exc)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another run moves its files into place
+        except OSError as exc:
+            log.debug("cannot lock %s: %s", folder, exc)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _set_modes(tmp_model: Path, tmp_data: Path | None, out: Path) -> None:
