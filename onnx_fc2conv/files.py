@@ -14,7 +14,8 @@ from pathlib import Path
 
 import onnx
 
-from .errors import ModelLoadError, UsageError, one_line
+from .container import check_as_written, container_problems
+from .errors import CheckerError, ModelLoadError, UsageError, one_line
 from .signals import signals_deferred
 from .tensor_data import all_tensors, attribute_tensors, proto_size, raw_data_lengths
 from .tensor_data import check_tensor_sizes as _check_tensor_sizes
@@ -158,6 +159,9 @@ def validate_model(model: onnx.ModelProto, where: str = "model") -> None:
         raise ModelLoadError(
             f"{where}: opset {default[0]} is not supported (this onnx {onnx.__version__} knows opsets 1 to {known})"
         )
+    problems = container_problems(model)
+    if problems:
+        raise ModelLoadError(f"{where}: {problems[0]} (the ONNX checker rejects this model)")
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
@@ -252,6 +256,10 @@ def save_model(
     check_regular_target(out)
     if external:
         check_regular_target(data_path, "output's data file")
+    try:
+        check_as_written(model)
+    except Exception as exc:  # ValueError, ValidationError, shape inference's own errors
+        raise CheckerError(f"the converted model fails the ONNX checker: {one_line(exc)}; nothing written") from exc
     # Names first, creation second: whatever interrupts after a file exists finds its name in `finally`.
     token = secrets.token_hex(8)
     tmpdir = out.parent / f".{out.name}.{token}.tmp"
