@@ -18,7 +18,15 @@ from .api import (
     verify,
     window_geometry,
 )
-from .errors import CheckerError, Fc2ConvError, ModelLoadError, NotConvertibleError, UsageError, VerificationError
+from .errors import (
+    CheckerError,
+    Fc2ConvError,
+    ModelLoadError,
+    ModelRunError,
+    NotConvertibleError,
+    UsageError,
+    VerificationError,
+)
 from .geometry import Geometry
 from .heads import FcLayer, Head, Skipped
 from .shapes import DimNames
@@ -37,6 +45,7 @@ __all__ = [
     "HeadRewrite",
     "Inspection",
     "ModelLoadError",
+    "ModelRunError",
     "NotConvertibleError",
     "Skipped",
     "Tolerance",

@@ -11,7 +11,7 @@ import onnx
 
 from . import files
 from .backbone import BackboneFix, fix_baked_sizes
-from .errors import ModelLoadError, NotConvertibleError, VerificationError, one_line
+from .errors import ModelLoadError, ModelRunError, NotConvertibleError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
 from .graph import GraphIndex, node_label
 from .heads import Head, HeadSearch, Skipped, find_heads
@@ -180,7 +180,13 @@ def verify_conversion(
     original: onnx.ModelProto, result: ConversionResult, options: ConvertOptions
 ) -> VerificationReport:
     log.info("verifying with onnxruntime")
-    report = _verify_models(original, result.model, result.heads, options.verify_options)
+    try:
+        report = _verify_models(original, result.model, result.heads, options.verify_options)
+    except RuntimeError as exc:  # the original's own failure is the input's problem, not a bug
+        if str(exc).startswith("the original model failed to run: "):
+            why = one_line(exc).removeprefix("the original model failed to run: ")
+            raise ModelRunError(f"onnxruntime cannot run the original model: {why}") from exc
+        raise
     if not report.passed:
         raise VerificationError(_failure_line(report), report)
     return report

@@ -10,13 +10,14 @@ import json
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from . import api, report
-from .errors import Fc2ConvError, NotConvertibleError, VerificationError, one_line
+from .errors import Fc2ConvError, NotConvertibleError, VerificationError, one_line, printable
 from .shapes import DimNames
 from .signals import Interrupted, raising_on_signals
 from .verify import Tolerance, VerificationReport
@@ -24,6 +25,7 @@ from .verify import Tolerance, VerificationReport
 log = logging.getLogger("onnx_fc2conv")
 
 _DEFAULT_TOL = Tolerance()
+_LINE_LIMIT = 2000  # an error line longer than this is cut (a model's names can be any length)
 
 
 def _parse_size(text: str) -> tuple[int, ...]:
@@ -52,13 +54,13 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
 
 def _fail(exc: Fc2ConvError, as_json: bool) -> None:
     """One line on stderr (plus one per refused candidate), the documented exit code."""
-    click.echo(f"onnx-fc2conv: error: {exc}", err=True)
-    reasons = exc.reasons if isinstance(exc, NotConvertibleError) else []
+    click.echo(f"onnx-fc2conv: error: {one_line(exc, _LINE_LIMIT)}", err=True)
+    reasons = [printable(r) for r in exc.reasons] if isinstance(exc, NotConvertibleError) else []
     if len(reasons) > 1:
         for reason in reasons:
             click.echo(f"  - {reason}", err=True)
     if as_json:
-        payload: dict[str, Any] = {"status": "error", "exit_code": exc.exit_code, "error": str(exc)}
+        payload: dict[str, Any] = {"status": "error", "exit_code": exc.exit_code, "error": one_line(exc, _LINE_LIMIT)}
         if reasons:
             payload["reasons"] = reasons
         if isinstance(exc, VerificationError) and isinstance(exc.report, VerificationReport):
@@ -69,9 +71,15 @@ def _fail(exc: Fc2ConvError, as_json: bool) -> None:
     sys.exit(exc.exit_code)
 
 
+def _log_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    log.debug("%s: %s", category.__name__, one_line(Exception(str(message))))
+
+
 def _guard(as_json: bool, debug: bool, action: Callable[[], None]) -> None:
     try:
-        with raising_on_signals():
+        with raising_on_signals(), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _log_warning  # onnx's warnings (unknown external data keys, ...)
             action()
     except Fc2ConvError as exc:
         if debug:
@@ -88,7 +96,7 @@ def _guard(as_json: bool, debug: bool, action: Callable[[], None]) -> None:
     except OSError as exc:  # a file the tool reads or writes: say which and why, in one line
         if debug:
             raise
-        where = f"{exc.filename}: " if exc.filename else ""
+        where = f"{printable(str(exc.filename))}: " if exc.filename else ""
         click.echo(f"onnx-fc2conv: error: {where}{exc.strerror or one_line(exc)}", err=True)
         sys.exit(2)
     except Exception as exc:  # a bug or an unforeseen model: still one line, no traceback

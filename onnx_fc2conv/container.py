@@ -14,9 +14,10 @@ from collections.abc import Iterator
 
 import onnx
 from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from onnx import helper
 
-from .errors import quoted
+from .errors import one_line, quoted
 from .tensor_data import all_tensors
 
 # Initializers up to this many elements stay whole in the light copy (shape targets, axes, ...).
@@ -39,6 +40,54 @@ def _duplicates(names: Iterator[str]) -> str | None:
         if name in seen:
             return name
         seen.add(name)
+    return None
+
+
+def _invalid_text(message: Message, path: str) -> str | None:
+    """The path of the first string field that is not UTF-8 (protobuf does not check them when it
+    parses; reading one gives bytes or raises later). Payload bytes are never read."""
+    for field in message.DESCRIPTOR.fields:
+        name = field.name
+        if field.type == FieldDescriptor.TYPE_BYTES or name in _TYPED:
+            continue
+        repeated = _is_repeated(field)
+        if not repeated and field.message_type is not None and not message.HasField(name):
+            continue
+        try:
+            value = getattr(message, name)
+        except UnicodeDecodeError:
+            return f"{path}.{name}"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            # protobuf hands invalid UTF-8 back as bytes (or raises, depending on the version)
+            bad = [i for i, v in enumerate(value if repeated else [value]) if isinstance(v, bytes)]
+            if bad:
+                return f"{path}.{name}[{bad[0]}]" if repeated else f"{path}.{name}"
+        elif field.message_type is not None:
+            for i, item in enumerate(value if repeated else [value]):
+                where = _invalid_text(item, f"{path}.{name}[{i}]" if repeated else f"{path}.{name}")
+                if where is not None:
+                    return where
+    return None
+
+
+def text_problem(model: onnx.ModelProto) -> str | None:
+    """Why the model's text cannot be read: ONNX strings (names, doc strings, external data
+    locations, attribute strings) are UTF-8."""
+    where = _invalid_text(model, "model")
+    return None if where is None else f"{where} is not valid UTF-8 text"
+
+
+def input_dims_problem(model: onnx.ModelProto) -> str | None:
+    """A graph input with a negative dim, or a dim that is neither a size nor a name (cleared)."""
+    initializers = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in initializers or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for axis, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                return f"input {quoted(vi.name)} has a negative dim ({dim.dim_value}) at axis {axis}"
+            if not dim.HasField("dim_value") and not dim.dim_param:
+                return f"input {quoted(vi.name)} has an unknown dim at axis {axis} (neither a size nor a name)"
     return None
 
 
@@ -76,9 +125,10 @@ def container_problems(model: onnx.ModelProto) -> list[str]:
     return problems
 
 
-def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Every field of the model, except that large initializers of the main graph become graph inputs
-    of the same type and dims (declared once). The IR version is the model's own."""
+def light_copy(model: onnx.ModelProto, keep_elements: int = _LIGHT_KEEP_ELEMENTS) -> onnx.ModelProto:
+    """Every field of the model, except that large (or external) initializers of the main graph
+    become graph inputs of the same type and dims (declared once): those over `keep_elements`
+    elements. The IR version is the model's own."""
     out = onnx.ModelProto()
     for field, value in model.ListFields():
         if field.name != "graph":
@@ -92,7 +142,7 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
         count = 1
         for d in t.dims:
             count *= d
-        if count <= _LIGHT_KEEP_ELEMENTS:
+        if count <= keep_elements and t.data_location != onnx.TensorProto.EXTERNAL:
             graph.initializer.append(t)
         elif t.name not in declared:
             graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
@@ -100,11 +150,15 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _copy_field(target: onnx.ModelProto | onnx.GraphProto, field: FieldDescriptor, value: object) -> None:
+def _is_repeated(field: FieldDescriptor) -> bool:
     repeated = getattr(field, "is_repeated", None)
     if repeated is None:  # protobuf < 5
         repeated = field.label == field.LABEL_REPEATED
-    if repeated:
+    return bool(repeated)
+
+
+def _copy_field(target: onnx.ModelProto | onnx.GraphProto, field: FieldDescriptor, value: object) -> None:
+    if _is_repeated(field):
         getattr(target, field.name).extend(value)
     elif field.message_type is not None:
         getattr(target, field.name).CopyFrom(value)
@@ -119,3 +173,14 @@ def check_as_written(model: onnx.ModelProto) -> None:
     if problems:
         raise ValueError(problems[0])
     onnx.checker.check_model(light_copy(model), full_check=True)
+
+
+def structure_problem(model: onnx.ModelProto) -> str | None:
+    """What the ONNX checker (without shape inference) says against the graph: nodes that do not
+    fit their op's schema (inputs, attributes), names used before they are produced, ... .
+    Initializers are declared as inputs: their payloads are checked on their own, with better words."""
+    try:
+        onnx.checker.check_model(light_copy(model, keep_elements=0))
+    except Exception as exc:  # ValidationError, or protobuf's own errors on odd fields
+        return one_line(exc)
+    return None

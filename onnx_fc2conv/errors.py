@@ -50,6 +50,12 @@ class ModelLoadError(Fc2ConvError):
     exit_code = 2
 
 
+class ModelRunError(ModelLoadError):
+    """onnxruntime cannot run the original model (an op it lacks, inconsistent weights, ...)."""
+
+    exit_code = 2
+
+
 class NotConvertibleError(Fc2ConvError):
     """The model has FC layers (or size-baked nodes) that cannot be rewritten exactly."""
 

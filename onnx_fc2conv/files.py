@@ -14,8 +14,8 @@ from pathlib import Path
 
 import onnx
 
-from .container import check_as_written, container_problems
-from .errors import CheckerError, ModelLoadError, UsageError, one_line
+from .container import check_as_written, container_problems, input_dims_problem, structure_problem, text_problem
+from .errors import CheckerError, ModelLoadError, UsageError, one_line, quoted
 from .signals import signals_deferred
 from .tensor_data import all_tensors, attribute_tensors, proto_size, raw_data_lengths
 from .tensor_data import check_tensor_sizes as _check_tensor_sizes
@@ -37,7 +37,9 @@ def _int_field(t: onnx.TensorProto, info: dict[str, str], key: str, location: st
     except ValueError:
         value = -1
     if value < 0:
-        raise ModelLoadError(f"tensor '{t.name}': external data {key} '{text}' in '{location}' is not a byte count")
+        raise ModelLoadError(
+            f"tensor {quoted(t.name)}: external data {key} {quoted(text)} in {quoted(location)} is not a byte count"
+        )
     return value
 
 
@@ -55,25 +57,25 @@ def _external_extents(model: onnx.ModelProto, base: Path) -> list[tuple[int, Pat
         info = {e.key: e.value for e in t.external_data}
         location = info.get("location", "")
         if not location:
-            raise ModelLoadError(f"tensor '{t.name}' is external but names no data file")
-        leaves = f"tensor '{t.name}': external data location '{location}' leaves the model's folder"
+            raise ModelLoadError(f"tensor {quoted(t.name)} is external but names no data file")
+        leaves = f"tensor {quoted(t.name)}: external data location {quoted(location)} leaves the model's folder"
         if "\0" in location or os.path.isabs(location) or ".." in Path(location).parts:
             raise ModelLoadError(leaves)
         target = (base / location).resolve()
         if root not in target.parents:
             raise ModelLoadError(leaves + f" (it resolves to {target})")
         if not target.exists():
-            raise ModelLoadError(f"tensor '{t.name}': external data file '{location}' is missing")
+            raise ModelLoadError(f"tensor {quoted(t.name)}: external data file {quoted(location)} is missing")
         if not target.is_file():
-            raise ModelLoadError(f"tensor '{t.name}': external data location '{location}' is not a file")
+            raise ModelLoadError(f"tensor {quoted(t.name)}: external data location {quoted(location)} is not a file")
         offset = _int_field(t, info, "offset", location) or 0
         length = _int_field(t, info, "length", location)
         size = target.stat().st_size
         end = offset + (length if length is not None else 0)
         if offset > size or end > size:
             raise ModelLoadError(
-                f"tensor '{t.name}': external data file '{location}' is shorter ({size} bytes) than declared "
-                f"(offset {offset}" + (f", length {length})" if length is not None else ")")
+                f"tensor {quoted(t.name)}: external data file {quoted(location)} is shorter ({size} bytes) "
+                f"than declared (offset {offset}" + (f", length {length})" if length is not None else ")")
             )
         extents.append((index, target, size - offset if length is None else length))
     return extents
@@ -149,6 +151,9 @@ def validate_model(model: onnx.ModelProto, where: str = "model") -> None:
         )
     if not model.HasField("graph"):
         raise ModelLoadError(f"{where}: not an ONNX model (no graph)")
+    text = text_problem(model)
+    if text is not None:
+        raise ModelLoadError(f"{where}: {text} (ONNX strings are UTF-8)")
     if len(model.graph.node) == 0:
         raise ModelLoadError(f"{where}: the graph is empty (no nodes)")
     default = [imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")]
@@ -162,6 +167,12 @@ def validate_model(model: onnx.ModelProto, where: str = "model") -> None:
     problems = container_problems(model)
     if problems:
         raise ModelLoadError(f"{where}: {problems[0]} (the ONNX checker rejects this model)")
+    dims = input_dims_problem(model)
+    if dims is not None:
+        raise ModelLoadError(f"{where}: {dims}")
+    structure = structure_problem(model)
+    if structure is not None:
+        raise ModelLoadError(f"{where}: the ONNX checker rejects this model: {structure}")
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

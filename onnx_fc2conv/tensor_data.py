@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import onnx
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, quoted
 
 
 def proto_size(model: onnx.ModelProto) -> int:
@@ -139,15 +139,15 @@ def check_tensor_sizes(model: onnx.ModelProto, known: dict[int, int] | None = No
     known = known or {}
     for index, t in enumerate(all_tensors(model)):
         if t.data_type == onnx.TensorProto.UNDEFINED:
-            raise ModelLoadError(f"tensor '{t.name}' has no data type")
+            raise ModelLoadError(f"tensor {quoted(t.name)} has no data type")
         if any(d < 0 for d in t.dims):
-            raise ModelLoadError(f"tensor '{t.name}' has negative dims {list(t.dims)}")
+            raise ModelLoadError(f"tensor {quoted(t.name)} has negative dims {list(t.dims)}")
         count = 1
         for d in t.dims:
             count *= d
         if t.HasField("raw_data"):
             if t.data_type == onnx.TensorProto.STRING:
-                raise ModelLoadError(f"tensor '{t.name}': a string tensor cannot hold raw_data")
+                raise ModelLoadError(f"tensor {quoted(t.name)}: a string tensor cannot hold raw_data")
             try:
                 itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
             except (KeyError, ValueError, TypeError):
@@ -156,7 +156,7 @@ def check_tensor_sizes(model: onnx.ModelProto, known: dict[int, int] | None = No
             held = known[index] if index in known else len(t.raw_data)
             if held != expected:
                 raise ModelLoadError(
-                    f"tensor '{t.name}' holds {held} bytes but its dims {list(t.dims)} need {expected}"
+                    f"tensor {quoted(t.name)} holds {held} bytes but its dims {list(t.dims)} need {expected}"
                 )
             continue
         field, expected = _expected_entries(t, count)
@@ -164,7 +164,7 @@ def check_tensor_sizes(model: onnx.ModelProto, known: dict[int, int] | None = No
         if held == expected:
             continue
         if held == 0 and count > 0 and not any(len(getattr(t, f)) for f, _ in set(_TYPED_FIELDS.values())):
-            raise ModelLoadError(f"tensor '{t.name}' has no data but its dims {list(t.dims)} need {count} values")
+            raise ModelLoadError(f"tensor {quoted(t.name)} has no data but its dims {list(t.dims)} need {count} values")
         raise ModelLoadError(
-            f"tensor '{t.name}' holds {held} values in {field} but its dims {list(t.dims)} need {expected}"
+            f"tensor {quoted(t.name)} holds {held} values in {field} but its dims {list(t.dims)} need {expected}"
         )
