@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 from . import files
 from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
-from .errors import ModelLoadError, NotConvertibleError, UsageError, VerificationError, one_line
+from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
 from .graph import Edit, ancestors, import_graph, node_label, opset_version, shape, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
@@ -178,6 +178,10 @@ def verify_conversion(
     if result.valid_sizes is not None:
         verify_options = replace(verify_options, sizes=_checked_sizes(options.sizes, result.valid_sizes))
     report = _verify_models(original, result.model, result.heads, verify_options)
+    cannot_run = "the original model cannot run: "
+    broken = next((c.note for c in report.failures if c.note.startswith(cannot_run)), None)
+    if broken is not None:  # the original's own failure is the input's problem, not the conversion's
+        raise ModelRunError(f"onnxruntime cannot run the original model: {broken.removeprefix(cannot_run)}")
     if not report.passed:
         raise VerificationError(_failure_line(report), report)
     return report
