@@ -42,7 +42,7 @@ BACKEND_MODULES = {"torch": "goldens.torch_export", "keras": "goldens.keras_expo
 INTERPRETER_VARIABLES = {"torch": "FC2CONV_TORCH_PYTHON", "keras": "FC2CONV_TF_PYTHON"}
 FEATURE_OPS = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"}
 POOL_OPS = FEATURE_OPS - {"Conv"}
-CONV_TAIL_OPS = {"Relu", "HardSwish", "Clip", "Sigmoid", "Mul", "Add", "BatchNormalization", "LeakyRelu"}
+CONV_TAIL_OPS = {"Relu", "HardSwish", "Clip", "Sigmoid", "Mul", "Add", "Div", "Erf", "BatchNormalization", "LeakyRelu"}
 
 
 def _quiet() -> None:

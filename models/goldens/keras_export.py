@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def randomize(model: keras.Model) -> None:
 
 def export(golden: Golden, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     """Seed, build, export ``golden`` to ``path``; return the model's forward pass on numpy arrays."""
+    # layer names and tf2onnx's name counter restart, so a file's bytes do not depend on what ran before
+    keras.backend.clear_session()
+    tf2onnx.utils.INTERNAL_NAME = 1
     keras.utils.set_random_seed(SEED)  # seeds python, numpy and tensorflow
     tf.config.experimental.enable_op_determinism()
     batch = None if golden.dynamic_batch else golden.shape[0]
@@ -59,7 +63,7 @@ def export(golden: Golden, path: Path) -> Callable[[np.ndarray], np.ndarray]:
         tf2onnx.convert.from_function(
             serve, input_signature=spec, opset=golden.opset, output_path=str(path), **golden.options
         )
-    _drop_unread_inputs(path)
+    _tidy(path)
 
     def forward(a: np.ndarray) -> np.ndarray:
         return np.asarray(model(a, training=False))
@@ -67,13 +71,14 @@ def export(golden: Golden, path: Path) -> Callable[[np.ndarray], np.ndarray]:
     return forward
 
 
-def _drop_unread_inputs(path: Path) -> None:
-    """tf2onnx 1.16 turns tensors a Keras 2 layer computed eagerly (Normalization's mean and variance)
-    into graph inputs although it folded them into constants and no node reads them: drop those."""
+def _tidy(path: Path) -> None:
+    """Two exporter artefacts go. tf2onnx 1.16 turns tensors a Keras 2 layer computed eagerly
+    (Normalization's mean and variance) into graph inputs although it folded them into constants and no
+    node reads them; and it writes the traced function's name, which ends in a process-wide counter, into
+    the graph's doc_string, so a file's bytes would depend on what ran before it."""
     model = onnx.load(str(path))
     read = {name for node in model.graph.node for name in node.input}
-    unread = [i for i in model.graph.input if i.name not in read]
-    if unread:
-        for graph_input in unread:
-            model.graph.input.remove(graph_input)
-        onnx.save(model, str(path))
+    for graph_input in [i for i in model.graph.input if i.name not in read]:
+        model.graph.input.remove(graph_input)
+    model.graph.doc_string = re.sub(r"__inference_(\w+?)_\d+", r"\1", model.graph.doc_string)
+    onnx.save(model, str(path))
