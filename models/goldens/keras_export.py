@@ -72,13 +72,50 @@ def export(golden: Golden, path: Path) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _tidy(path: Path) -> None:
-    """Two exporter artefacts go. tf2onnx 1.16 turns tensors a Keras 2 layer computed eagerly
-    (Normalization's mean and variance) into graph inputs although it folded them into constants and no
-    node reads them; and it writes the traced function's name, which ends in a process-wide counter, into
-    the graph's doc_string, so a file's bytes would depend on what ran before it."""
+    """Exporter artefacts that make no difference to the graph go, so that a file's bytes depend on its
+    factory alone: graph inputs no node reads (tf2onnx 1.16 leaves them for tensors a Keras 2 layer
+    computed eagerly, such as Normalization's mean and variance), the process-wide counter in the traced
+    function's name (the graph's doc_string) and in tf2onnx's generated names (``new_shape__25``), whose
+    values vary with the order in which its optimizers happen to visit nodes."""
     model = onnx.load(str(path))
-    read = {name for node in model.graph.node for name in node.input}
-    for graph_input in [i for i in model.graph.input if i.name not in read]:
-        model.graph.input.remove(graph_input)
-    model.graph.doc_string = re.sub(r"__inference_(\w+?)_\d+", r"\1", model.graph.doc_string)
+    graph = model.graph
+    read = {name for node in graph.node for name in node.input}
+    for graph_input in [i for i in graph.input if i.name not in read]:
+        graph.input.remove(graph_input)
+    graph.doc_string = re.sub(r"__inference_(\w+?)_\d+", r"\1", graph.doc_string)
+    _renumber_generated_names(graph)
     onnx.save(model, str(path))
+
+
+GENERATED = re.compile(r"^(.*)__(\d+)(:\d+)?$")
+
+
+def _renumber_generated_names(graph: onnx.GraphProto) -> None:
+    """Number tf2onnx's generated names (``<stem>__<n>``) in order of first appearance in the graph, and
+    order the initializers by first use."""
+    numbers: dict[str, str] = {}
+
+    def renamed(name: str) -> str:
+        match = GENERATED.match(name)
+        if not match:
+            return name
+        stem, number, port = match.groups()
+        new = numbers.setdefault(number, str(len(numbers) + 1))
+        return f"{stem}__{new}{port or ''}"
+
+    for node in graph.node:
+        node.input[:] = [renamed(n) for n in node.input]
+        node.output[:] = [renamed(n) for n in node.output]
+        node.name = renamed(node.name)
+    for tensor in graph.initializer:
+        tensor.name = renamed(tensor.name)
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = renamed(value.name)
+    # the initializers' order varies too: put them in order of first use
+    first_use: dict[str, int] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            first_use.setdefault(name, index)
+    ordered = sorted(graph.initializer, key=lambda tensor: first_use.get(tensor.name, len(graph.node)))
+    graph.ClearField("initializer")
+    graph.initializer.extend(ordered)

@@ -180,15 +180,16 @@ def keras_mobilenet_v1_head(inputs: keras.KerasTensor) -> keras.Model:
     return keras.Sequential(
         [
             inputs,
+            # ReLU, not ReLU6: tf2onnx shares equal Clip bounds under names that vary from run to run
             layers.Conv2D(8, 3, strides=2, use_bias=False),
             layers.BatchNormalization(),
-            layers.ReLU(6.0),
+            layers.ReLU(),
             layers.DepthwiseConv2D(3, use_bias=False),
             layers.BatchNormalization(),
-            layers.ReLU(6.0),
+            layers.ReLU(),
             layers.Conv2D(16, 1, use_bias=False),
             layers.BatchNormalization(),
-            layers.ReLU(6.0),
+            layers.ReLU(),
             layers.GlobalAveragePooling2D(keepdims=True),
             layers.Dropout(1e-3),
             layers.Conv2D(NUM_CLASSES, 1),
