@@ -123,7 +123,7 @@ def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspe
     options = options or ConvertOptions()
     model = _load(source, copy=True)
     graph, search = _analyse(model, options)
-    plan = plan_backbone(graph, search.heads)
+    plan = plan_backbone(model, graph, search.heads)
     inputs = {t.name: shape(t) or () for t in graph.inputs}
     geometry: dict[str, Geometry | str] = {}
     if not search.skipped and not plan.refusals:
@@ -219,7 +219,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
         what = "no FC head" if not search.heads else f"{len(search.skipped)} of {total} FC heads"
         # the candidate nearest the outputs (the classifier, in a transformer) leads the message
         raise NotConvertibleError(f"{what} can be rewritten exactly: {search.skipped[-1].reason}", reasons)
-    plan = plan_backbone(graph, search.heads)
+    plan = plan_backbone(model, graph, search.heads)
     if plan.refusals:
         raise NotConvertibleError(plan.refusals[0].reason, [r.reason for r in plan.refusals])
     notices: list[str] = []
