@@ -58,3 +58,14 @@ def test_a_head_that_folds_the_batch_keeps_the_exported_batch() -> None:
     assert result.relaxed_inputs[0].new_shape == (1, 3, "height", "width")
     assert any(n.startswith("the batch stays as exported: Reshape") for n in result.notices)
     assert {c.input_shape[0] for c in result.verification.comparisons} == {1}
+
+
+def test_a_head_on_the_pooled_vector_never_blocks_the_conversion() -> None:
+    """Pool -> LayerNorm -> Linear: the FC layer stays on the pooled vector, which fits any size."""
+    path = str(MODELS / "ts_pooled_layernorm_head.onnx")
+    result = onnx_fc2conv.convert(path)
+    assert result.relaxed_inputs[0].new_shape == ("batch", 3, "height", "width")
+    assert [n.split(":")[0] for n in result.notices] == ["head /fc/Gemm stays on the pooled vector as it is"]
+    assert {(c.check, c.input_shape[0]) for c in result.verification.comparisons} >= {("larger size", 2)}
+    with pytest.raises(onnx_fc2conv.NotConvertibleError, match="LayerNormalization"):
+        onnx_fc2conv.convert(path, onnx_fc2conv.ConvertOptions(dense=True))  # a class map needs it pointwise
