@@ -21,7 +21,7 @@ from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
 from .rules.flatten_mlp import match_input
 from .rules.flatten_nhwc import absorb
 from .rules.flatten_pool import GLOBAL_POOLS, LINEAR_POOLS, match_pool
-from .rules.flatten_reduce import SPATIAL_REDUCES
+from .rules.flatten_reduce import SPATIAL_REDUCES, channel_last_source
 from .rules.tail_elementwise import Elementwise
 from .rules.tail_per_feature import PerFeature
 
@@ -165,9 +165,14 @@ def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int)
     ops = (node.op, *skipped_ops)
     rank = len(src_shape)
     if node.op in SPATIAL_REDUCES:  # the pool is the flatten
-        pool = Pool(node, src, tuple(int(d) for d in src_shape[1:]))
-        feature_shape = (int(src_shape[1]), *([1] * (rank - 2)))
-        return FlattenMatch(rule.kind, ops, node, data, feature_shape, keepdims=node, pool=pool)
+        source = channel_last_source(node, rank)
+        if source is not None:
+            src, ops = source, ("Transpose", *ops)
+        src_dims = static_tail(src)
+        assert src_dims is not None
+        pool = Pool(node, src, src_dims)
+        feature_shape = (src_dims[0], *([1] * (rank - 2)))
+        return FlattenMatch(rule.kind, ops, node, data, feature_shape, keepdims=node, pool=pool, reduce_source=source)
     kind, feature, perm = rule.kind, src, None
     absorbed = absorb(graph, node, src, src_shape, label)
     if absorbed is not None:
@@ -313,7 +318,7 @@ def densify(head: Head) -> Head:
     if pool is None or any(d != 1 for d in head.feature_shape[1:]):
         return head
     flat = replace(
-        head.flatten, ops=(pool.op, *head.flatten.ops), feature=pool.source, feature_shape=pool.source_shape,
+        head.flatten, ops=head.flatten.ops if pool.node is head.flatten.node else (pool.op, *head.flatten.ops), feature=pool.source, feature_shape=pool.source_shape,
         perm=None, keepdims=None,
     )  # fmt: skip
     return replace(head, flatten=flat, linear=head.linear and pool.op in LINEAR_POOLS, dense=True)
