@@ -318,7 +318,7 @@ def densify(head: Head) -> Head:
     if pool is None or any(d != 1 for d in head.feature_shape[1:]):
         return head
     flat = replace(
-        head.flatten, ops=head.flatten.ops if pool.node is head.flatten.node else (pool.op, *head.flatten.ops), feature=pool.source, feature_shape=pool.source_shape,
+        head.flatten, ops=(pool.op, *head.flatten.ops), feature=pool.source, feature_shape=pool.source_shape,
         perm=None, keepdims=None,
     )  # fmt: skip
     return replace(head, flatten=flat, linear=head.linear and pool.op in LINEAR_POOLS, dense=True)
