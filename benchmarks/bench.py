@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -507,9 +508,20 @@ def _status(key: str) -> float:
     return float("nan")
 
 
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+class _RssSampler:
+    """RSS sampled every 2 ms in a thread: the peak of every stage that is running (nested ones too)."""
+
+    def __init__(self) -> None:
+        self.active: list[list[float]] = []  # [peak] of each running stage
+        thread = threading.Thread(target=self._loop, daemon=True)
+        thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            rss = _status("VmRSS")
+            for peak in list(self.active):
+                peak[0] = max(peak[0], rss)
+            time.sleep(0.002)
 
 
 def _trace_stages(verify: bool) -> list[str]:
@@ -519,9 +531,11 @@ def _trace_stages(verify: bool) -> list[str]:
     fio = importlib.import_module("onnx_fc2conv.files")
     phases = importlib.import_module("onnx_fc2conv.verify.phases")
     reference = importlib.import_module("onnx_fc2conv.verify.reference")
+    sessions = importlib.import_module("onnx_fc2conv.verify.sessions")
 
     lines: list[str] = []
     depth = [0]
+    sampler = _RssSampler()
 
     def wrap(owner, name: str, label: str) -> None:
         fn = getattr(owner, name, None)
@@ -531,23 +545,30 @@ def _trace_stages(verify: bool) -> list[str]:
         @functools.wraps(fn)
         def traced(*args, **kwargs):
             rss, t = _status("VmRSS"), time.perf_counter()
-            _reset_peak()
+            peak = [rss]
+            sampler.active.append(peak)
             depth[0] += 1
             try:
                 return fn(*args, **kwargs)
             finally:
                 depth[0] -= 1
-                lines.append(f"{'  ' * depth[0]}{label}|{time.perf_counter() - t:.2f}|{rss:.0f}|{_status('VmHWM'):.0f}")
+                sampler.active = [p for p in sampler.active if p is not peak]
+                peak[0] = max(peak[0], _status("VmRSS"))
+                lines.append(f"{'  ' * depth[0]}{label}|{time.perf_counter() - t:.2f}|{rss:.0f}|{peak[0]:.0f}")
 
         setattr(owner, name, traced)
 
     wrap(fio, "load_model", "files.load_model")
+    wrap(fio, "save_model", "files.save_model")
     if verify:
-        wrap(api, "verify_conversion", "api.verify_conversion")
-        wrap(phases, "session", "verify.session (the original's or the converted's session)")
-        wrap(phases, "larger_sizes", "verify.larger_sizes")
-        wrap(reference, "session", "verify.session (a reference cut's session)")
-        wrap(onnx.checker, "check_model", "onnx.checker.check_model")
+        wrap(api, "verify_conversion", "api.verify_conversion (verification, all phases)")
+        wrap(sessions, "map_weights", "map weights to a temporary file (original, converted)")
+        wrap(phases, "original_runs", "original: session + same-size runs (batch 1, 2)")
+        wrap(phases, "larger_references", "reference at 2 larger sizes: cuts, sessions, runs")
+        wrap(reference, "session", "a reference cut's session")
+        wrap(phases, "converted_phases", "converted: session, same-size and larger-size runs, comparisons")
+        wrap(phases, "session", "the original's or the converted's session")
+        wrap(phases, "checker", "checker (full check on the skeleton)")
         return lines
     wrap(onnx, "load_model", "onnx.load_model (read + parse)")
     wrap(fio, "_check_tensor_sizes", "files._check_tensor_sizes (sizes from the wire scan)")
@@ -555,7 +576,6 @@ def _trace_stages(verify: bool) -> list[str]:
     wrap(api, "write_back", "api.write_back (graph back to the model)")
     wrap(api, "rewrite_head", "rewrite_head")
     wrap(api, "infer_shapes", "api.infer_shapes (skeleton)")
-    wrap(fio, "save_model", "files.save_model")
     wrap(onnx.ModelProto, "ByteSize", "ModelProto.ByteSize")
     wrap(onnx, "save_model", "onnx.save_model (serialize + write)")
     wrap(api, "_check", "api._check (checker before writing)")
@@ -654,13 +674,20 @@ def bench_rewrite(quick: bool) -> None:
     if "verify" in results:
         v = med([r["seconds"] for r in results["verify"]]) - med([r["seconds"] for r in results["convert"]])
         print(f"Verification time (verify=True minus verify=False, medians): {v:.1f} s.")
+        peak = med([r["hwm_mb"] for r in results["verify"]])
+        ratio = peak / size_mb
+        print(
+            f"Peak RSS of convert_file(verify=True): {peak:.0f} MB, {ratio:.2f}x the model's size "
+            f"(target <= 3.5: {verdict(ratio <= 3.5)}); without verification "
+            f"{med([r['hwm_mb'] for r in results['convert']]) / size_mb:.2f}x."
+        )
     print_trace("convert_file(verify=False)", trace)
     if trace_verify is not None:
         print_trace("convert_file(verify=True), verification stages", trace_verify)
 
 
 def print_trace(what: str, report: dict) -> None:
-    print(f"\nStage trace of one {what} (peak: VmHWM, reset at each stage's start):\n")
+    print(f"\nStage trace of one {what} (peak: RSS sampled every 2 ms during the stage):\n")
     rows = []
     for line in report["trace"]:
         name, seconds, rss, peak = line.split("|")

@@ -33,6 +33,7 @@ from .sizes import ValidSizes, valid_sizes
 from .sizes import record as record_claims
 from .verify import Tolerance, VerificationReport, VerifyOptions
 from .verify import verify as _verify_models
+from .verify.sessions import mapped_load
 
 log = logging.getLogger(__name__)
 
@@ -349,10 +350,9 @@ def convert_file(
         if options.verify:
             _require_runtime(str(input_path))
         raise
-    if options.verify:
-        original = files.load_model(input_path)
-        result.verification = verify_conversion(original, result, options)
-        del original
+    if options.verify:  # the original's weights are mapped from a temporary file, not held twice
+        with mapped_load(lambda: files.load_model(input_path), "original") as original:
+            result.verification = verify_conversion(original, result, options)
     else:
         _check(result.model)  # verification runs the checker itself
     data = files.save_model(

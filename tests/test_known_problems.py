@@ -120,7 +120,7 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     ),
     "onnxruntime cannot run the original": (
         runtime_cannot_run,
-        "onnxruntime cannot run the original model: FusedConv node 'Conv_4': Input channels C is not equal to "
+        "onnxruntime cannot run the original model: Conv node 'Conv_4': Input channels C is not equal to "
         "kernel channels * group. C: 2 kernel channels: 2 group: 2",
     ),
 }

@@ -8,17 +8,14 @@ graph with every input dim left free.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..files import attribute_tensors, proto_size
+from ..files import attribute_tensors
 from .model_types import TensorType
-from .sessions import SERIALIZE_LIMIT, SPILLED, spill_weights
+from .sessions import SPILLED, spilled_folder
 
 
 def cut(
@@ -33,22 +30,16 @@ def cut(
 
     `types` holds the tensors' types (from a shape-inferred copy of `model`). The new inputs get
     a free batch dim; with `size_free` every dim is free (a backbone fed at a larger size than
-    it was exported at). Over protobuf's 2 GB the weights are spilled to a temporary folder that
-    `sessions.session` maps and then removes.
+    it was exported at). A cut of a stub (`sessions.map_weights`) refers to the same weight file:
+    its session maps only the weights the part uses.
     """
-    if proto_size(model) >= SERIALIZE_LIMIT:  # protobuf cannot copy a tensor over 2 GB: cut a stub
-        folder = tempfile.mkdtemp(prefix="onnx_fc2conv_cut_")
-        try:
-            stub = spill_weights(model, os.path.join(folder, "weights.bin"))
-            part = _cut_graph(stub, types, inputs=inputs, outputs=outputs, size_free=size_free)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
+    with _tensor_names_kept(model):
+        part = _cut_graph(model, types, inputs=inputs, outputs=outputs, size_free=size_free)
+    folder = spilled_folder(model)
+    if folder is not None:
         entry = part.metadata_props.add()
         entry.key, entry.value = SPILLED, folder
-        return part
-    with _tensor_names_kept(model):
-        return _cut_graph(model, types, inputs=inputs, outputs=outputs, size_free=size_free)
+    return part
 
 
 @contextlib.contextmanager

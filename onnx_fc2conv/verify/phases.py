@@ -33,7 +33,7 @@ from ..shapes import check_graph
 from .compare import PhaseResult, Tolerance, VerificationReport, compare, failed
 from .inputs import Inputs, ModelInput, default_sizes, model_inputs, random_value
 from .reference import HeadsReference, WholeModelReference, run_original
-from .sessions import RunError, run, session
+from .sessions import RunError, mapped, run, session
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class BatchRun:
 
     batch: int
     input_shape: tuple[int, ...]
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)  # until the converted model has run
     expected: dict[str, np.ndarray] = field(default_factory=dict)
     actual: dict[str, np.ndarray] = field(default_factory=dict)
     failure: str = ""  # one line: a model could not run
@@ -90,7 +91,8 @@ class BatchRun:
     skipped: bool = False  # an input has unknown dims: nothing was run
 
 
-def run_both(setup: Setup, orig_sess: ort.InferenceSession, conv_sess: ort.InferenceSession, batch: int) -> BatchRun:
+def run_original_at(setup: Setup, orig_sess: ort.InferenceSession, batch: int) -> BatchRun:
+    """The original on seeded inputs at the original size; the converted model runs them later."""
     feeds: dict[str, np.ndarray] = {}
     for inp in setup.plan.inputs:
         shape = inp.at_batch(batch)
@@ -99,15 +101,25 @@ def run_both(setup: Setup, orig_sess: ort.InferenceSession, conv_sess: ort.Infer
             return BatchRun(batch, (), notes=[note], skipped=True)
         feeds[inp.name] = random_value(shape, inp.elem_type, setup.rng)
     input_shape = next(iter(feeds.values())).shape if feeds else ()
-    result = BatchRun(batch, input_shape)
+    result = BatchRun(batch, input_shape, feeds)
     log.info("verify: same size, batch %d", batch)
     try:
         result.expected, note = run_original(orig_sess, feeds, setup.plan.original_batch)
         result.notes += [note] if note else []
-        result.actual = run(conv_sess, _converted_feeds(setup.plan.inputs, feeds), "the converted model")
     except RunError as exc:
         result.failure = str(exc)
     return result
+
+
+def run_converted_at(setup: Setup, conv_sess: ort.InferenceSession, batch_run: BatchRun) -> None:
+    """The converted model on the inputs the original ran on (unless it could not)."""
+    feeds, batch_run.feeds = batch_run.feeds, {}
+    if batch_run.skipped or batch_run.failure:
+        return
+    try:
+        batch_run.actual = run(conv_sess, _converted_feeds(setup.plan.inputs, feeds), "the converted model")
+    except RunError as exc:
+        batch_run.failure = str(exc)
 
 
 def _converted_feeds(inputs: list[ModelInput], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -178,50 +190,81 @@ def dense_mean(setup: Setup, runs: list[BatchRun]) -> PhaseResult:
     return result
 
 
-def larger_sizes(setup: Setup, conv_sess: ort.InferenceSession, exported: dict[str, tuple]) -> PhaseResult:
-    """The converted model at larger sizes against the independent reference (reference.py).
+@dataclass
+class LargerSizes:
+    """The larger-size inputs and their references, computed before the converted model runs."""
+
+    input_name: str = ""
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    expected: list[dict[str, np.ndarray | str]] = field(default_factory=list)
+    reference: HeadsReference | WholeModelReference | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def larger_references(setup: Setup, exported: dict[str, tuple]) -> LargerSizes:
+    """Inputs at larger sizes and the independent reference's outputs (reference.py) for each.
 
     `exported`: each output's shape at the original size, batch aside (from the same-size run).
+    The reference's sessions are freed before this returns.
     """
     inputs = setup.plan.inputs
     image = [i for i in inputs if i.spatial_axes or i.unit_axes]
     if not image:
-        return PhaseResult(notes=["no input accepts other sizes; larger-size check not applicable"])
+        return LargerSizes(notes=["no input accepts other sizes; larger-size check not applicable"])
     if len(image) != 1 or len(inputs) != 1:
-        return PhaseResult(notes=["larger-size check needs exactly one image input; skipped"])
+        return LargerSizes(notes=["larger-size check needs exactly one image input; skipped"])
     inp = image[0]
     if inp.at_batch(1) is None:
-        return PhaseResult(notes=[f"input '{inp.name}' has unknown dims {list(inp.shape)}; larger-size check skipped"])
+        return LargerSizes(notes=[f"input '{inp.name}' has unknown dims {list(inp.shape)}; larger-size check skipped"])
     spatial = (1,) * inp.unit_axes if inp.unit_axes else tuple(int(inp.shape[a]) for a in inp.spatial_axes)  # type: ignore[arg-type]
     sizes = setup.options.sizes or default_sizes(spatial)
     batch_size = setup.plan.batches[-1]  # 2, or the converted model's fixed batch
+    larger = LargerSizes(input_name=inp.name)
+    for size in sizes:
+        if len(size) != len(spatial):
+            larger.notes.append(f"size {list(size)} does not match the input's {len(spatial)} spatial axes")
+            continue
+        shape = _larger_shape(inp, batch_size, size)
+        larger.shapes.append(shape)
+        larger.images.append(random_value(shape, inp.elem_type, setup.rng))
+    if not larger.shapes:
+        return larger
     if setup.heads:
         reference: HeadsReference | WholeModelReference = HeadsReference(
             setup.original, setup.converted, setup.heads, inp.name
         )
     else:
         reference = WholeModelReference(setup.original, inp.name, exported, setup.plan.original_batch)
-    result = PhaseResult()
-    for size in sizes:
-        if len(size) != len(spatial):
-            result.notes.append(f"size {list(size)} does not match the input's {len(spatial)} spatial axes")
-            continue
-        shape = _larger_shape(inp, batch_size, size)
-        x = random_value(shape, inp.elem_type, setup.rng)
-        log.info("verify: larger size %s", "x".join(map(str, size)))
+    for shape, x in zip(larger.shapes, larger.images, strict=True):
+        log.info("verify: reference at %s", list(shape))
+        larger.expected.append(reference.expected(x))
+    reference.close()
+    larger.reference = reference
+    return larger
+
+
+def larger_sizes(setup: Setup, conv_sess: ort.InferenceSession, larger: LargerSizes) -> PhaseResult:
+    """The converted model at the larger sizes against the references computed before."""
+    result = PhaseResult(notes=list(larger.notes))
+    reference = larger.reference
+    if reference is None:
+        return result
+    tol = setup.options.tolerance
+    for shape, x, expected in zip(larger.shapes, larger.images, larger.expected, strict=True):
+        log.info("verify: larger size %s", list(shape))
         try:
-            actual = run(conv_sess, {inp.name: x}, f"the converted model at {list(shape)}")
+            actual = run(conv_sess, {larger.input_name: x}, f"the converted model at {list(shape)}")
         except RunError as exc:
             result.comparisons += [failed("larger size", name, shape, str(exc)) for name in reference.outputs]
             continue
-        for name, exp in reference.expected(x, actual).items():
+        for name, exp in expected.items():
             if isinstance(exp, str):
                 result.comparisons.append(failed("larger size", name, shape, exp))
-                continue
-            tol = setup.options.tolerance
-            result.comparisons.append(
-                compare(actual[name], exp, tol, check="larger size", output=name, input_shape=shape)
-            )
+            elif reference.keep(name, exp, actual[name]):
+                result.comparisons.append(
+                    compare(actual[name], exp, tol, check="larger size", output=name, input_shape=shape)
+                )
     result.notes += reference.notes
     return result
 
@@ -247,6 +290,24 @@ def checker(original: onnx.ModelProto, converted: onnx.ModelProto) -> tuple[str,
     return "passed", PhaseResult(notes=notes)
 
 
+def original_runs(setup: Setup, orig_model: onnx.ModelProto) -> list[BatchRun]:
+    """The original at every verified batch; its session is freed on return."""
+    orig_sess = session(orig_model)
+    return [run_original_at(setup, orig_sess, b) for b in setup.plan.batches]
+
+
+def converted_phases(
+    setup: Setup, conv_model: onnx.ModelProto, runs: list[BatchRun], larger: LargerSizes
+) -> list[PhaseResult]:
+    """The converted model on the same inputs and at the larger sizes, against what was computed."""
+    conv_sess = session(conv_model)
+    for batch_run in runs:
+        run_converted_at(setup, conv_sess, batch_run)
+    phases = [same_size(setup, runs[0]), larger_batch(setup, runs[1:]), dense_mean(setup, runs)]
+    runs.clear()  # the outputs are compared; a dense map can be large
+    return [*phases, larger_sizes(setup, conv_sess, larger)]
+
+
 def verify(
     original: onnx.ModelProto,
     converted: onnx.ModelProto,
@@ -255,23 +316,17 @@ def verify(
 ) -> VerificationReport:
     """Check `converted` against `original` (see module docstring). Never raises on a mismatch.
 
-    Sessions live only as long as their phases need them: the original's is freed before the
-    larger sizes, whose reference sessions hold their own cuts of its weights.
+    One large session at a time, each mapping its weights from a file (sessions.map_weights):
+    the original's runs, then the reference's at the larger sizes, then the converted model's,
+    each session freed as its phase ends.
     """
-    setup = Setup.of(original, converted, heads, options or VerifyOptions())
-    orig_sess = session(original)
-    conv_sess = session(converted)
-    runs = [run_both(setup, orig_sess, conv_sess, b) for b in setup.plan.batches]
-    del orig_sess
-    exported = {name: tuple(v.shape[1:]) for name, v in runs[0].expected.items()}
-    phases = [
-        PhaseResult(notes=list(setup.plan.notes)),
-        same_size(setup, runs[0]),
-        larger_batch(setup, runs[1:]),
-        dense_mean(setup, runs),
-    ]
-    del runs  # the outputs are compared; a dense map can be large
-    phases.append(larger_sizes(setup, conv_sess, exported))
-    del conv_sess
+    options = options or VerifyOptions()
+    with mapped(original, "original") as orig_model, mapped(converted, "converted") as conv_model:
+        setup = Setup.of(orig_model, conv_model, heads, options)
+        runs = original_runs(setup, orig_model)
+        exported = {name: tuple(v.shape[1:]) for name, v in runs[0].expected.items()}
+        larger = larger_references(setup, exported)
+        phases = [PhaseResult(notes=list(setup.plan.notes)), *converted_phases(setup, conv_model, runs, larger)]
+        del larger
     verdict, checked = checker(original, converted)
     return VerificationReport.of([*phases, checked], verdict)

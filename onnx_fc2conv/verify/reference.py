@@ -74,7 +74,7 @@ class BackboneMaps:
         self.converted = converted
         self.notes: list[str] = []
         backbone = cut(original, types, inputs=[input_name], outputs=self.sources, size_free=True)
-        self.original = session(backbone)
+        self.original: ort.InferenceSession | None = session(backbone)
         self.fallback: ort.InferenceSession | None = None  # the converted backbone, built on first need
 
     def maps(self, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -85,7 +85,7 @@ class BackboneMaps:
             self.notes.append(
                 f"the original backbone {found}; its size-agnostic rewrite was used as the reference backbone"
             )
-            del self.original  # not needed any more
+            self.original = None  # not needed any more
             types = tensor_types(inferred_skeleton(self.converted))
             part = cut(self.converted, types, inputs=[self.input_name], outputs=self.sources, size_free=True)
             self.fallback = session(part)
@@ -95,6 +95,7 @@ class BackboneMaps:
     def _original_maps(self, x: np.ndarray) -> dict[str, np.ndarray] | str:
         """The original backbone's maps, or why they cannot serve as the reference."""
         try:
+            assert self.original is not None
             maps, note = run_batch(self.original, {self.input_name: x}, "the original backbone")
         except RunError as exc:
             return f"cannot run at larger sizes ({exc.reason})"
@@ -150,6 +151,7 @@ class HeadsReference:
     ) -> None:
         self.heads = heads
         self.input_name = input_name
+        self._notes: list[str] = []
         types = tensor_types(inferred_skeleton(original))  # the cut tensors' types
         reads_input = any(h.reads_input for h in heads)  # an MLP: the input is the feature
         self.backbone = None if reads_input else BackboneMaps(original, types, converted, input_name, heads)
@@ -159,15 +161,25 @@ class HeadsReference:
 
     @property
     def notes(self) -> list[str]:
-        return [] if self.backbone is None else self.backbone.notes
+        return self._notes if self.backbone is None else self.backbone.notes
 
     @property
     def outputs(self) -> list[str]:
         return [o for h in self.heads for o in h.outputs]
 
-    def expected(self, x: np.ndarray, actual: dict[str, np.ndarray]) -> dict[str, np.ndarray | str]:
+    def close(self) -> None:
+        """Free the sessions (and their mapped weights); notes and outputs stay readable."""
+        if self.backbone is not None:
+            self._notes = self.backbone.notes
+        self.backbone = None
+        self.head_sessions = []
+
+    def keep(self, name: str, expected: np.ndarray, actual: np.ndarray) -> bool:
+        """Every head output is compared."""
+        return True
+
+    def expected(self, x: np.ndarray) -> dict[str, np.ndarray | str]:
         """Each head output's reference at input `x`, or why it could not be built."""
-        del actual  # the reference does not depend on what the converted model gave
         try:
             features = {self.input_name: x} if self.backbone is None else self.backbone.maps(x)
         except RunError as exc:
@@ -193,10 +205,15 @@ class WholeModelReference:
         self.outputs = [o.name for o in original.graph.output]
         self.notes: list[str] = []
         whole = cut(original, tensor_types(original), inputs=[input_name], outputs=self.outputs, size_free=True)
-        self.sess = session(whole)
+        self.sess: ort.InferenceSession | None = session(whole)
 
-    def expected(self, x: np.ndarray, actual: dict[str, np.ndarray]) -> dict[str, np.ndarray | str]:
-        """The original's outputs at `x`; outputs it cannot give (and why) are left out, with a note."""
+    def close(self) -> None:
+        """Free the session (and its mapped weights)."""
+        self.sess = None
+
+    def expected(self, x: np.ndarray) -> dict[str, np.ndarray | str]:
+        """The original's outputs at `x`; none (with a note) when it cannot run there."""
+        assert self.sess is not None, "expected() after close()"
         try:
             outs, note = run_original(self.sess, {self.input_name: x}, self.fixed_batch)
         except RunError as exc:
@@ -207,14 +224,14 @@ class WholeModelReference:
             return {}
         if note:
             self.notes.append(note)
-        expected: dict[str, np.ndarray | str] = {}
-        for name, value in outs.items():
-            pinned = value.shape[1:] == self.exported.get(name) and actual[name].shape[1:] != value.shape[1:]
-            if pinned:
-                self.notes.append(
-                    f"the original pins output '{name}' to its exported shape {list(value.shape[1:])} at larger "
-                    f"inputs; the converted model's {list(actual[name].shape[1:])} is not compared"
-                )
-                continue
-            expected[name] = value
-        return expected
+        return dict(outs)
+
+    def keep(self, name: str, expected: np.ndarray, actual: np.ndarray) -> bool:
+        """False (with a note) for an output the original pins to its exported shape."""
+        pinned = expected.shape[1:] == self.exported.get(name) and actual.shape[1:] != expected.shape[1:]
+        if pinned:
+            self.notes.append(
+                f"the original pins output '{name}' to its exported shape {list(expected.shape[1:])} at larger "
+                f"inputs; the converted model's {list(actual.shape[1:])} is not compared"
+            )
+        return not pinned

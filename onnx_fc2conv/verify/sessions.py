@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -31,12 +31,20 @@ class RunError(RuntimeError):
 
 
 def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
+    """A CPU session for verification: the graph as written, weights mapped where they are large.
+
+    Optimisation stops at ORT_ENABLE_BASIC (constant folding, redundant nodes): fusions and the
+    NCHWc layout only change how a node is computed, and the layout optimizer would copy every
+    Conv kernel. Prepacking is off: it copies each Gemm/MatMul weight once more.
+    """
     ort.set_default_logger_severity(4)  # failures are reported by us, in one line
     opts = ort.SessionOptions()
     # Fatal only: probing whether the original backbone or head runs at a larger size or batch
     # fails by design for size-baked models; at level 3 onnxruntime printed each such expected
     # failure to stderr, breaking the one-line-error contract of the CLI.
     opts.log_severity_level = 4
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.add_session_config_entry("session.disable_prepacking", "1")
     try:
         with _session_source(model, opts) as source:
             return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
@@ -46,50 +54,74 @@ def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
 
 # A ModelProto above this cannot be serialized (protobuf's 2 GB limit).
 SERIALIZE_LIMIT = 2**31 - (1 << 26)
+# Above this a model's weights are mapped from a file: serialized bytes would be one more copy.
+MAP_THRESHOLD = 1 << 26
 _LARGE_TENSOR = 1 << 20
-SPILLED = "onnx_fc2conv.spilled_weights"  # metadata key of a cut whose weights were spilled to a folder
+SPILLED = "onnx_fc2conv.spilled_weights"  # metadata key: the folder a stub's weights were spilled to
 _ALIGN = 1 << 16  # external data offsets on a page-aligned boundary: onnxruntime can map them
+
+
+def spilled_folder(model: onnx.ModelProto) -> str | None:
+    """The folder holding the weights of a stub made by `mapped`, or None for a whole model."""
+    return next((p.value for p in model.metadata_props if p.key == SPILLED), None)
+
+
+def map_weights(model: onnx.ModelProto, folder: str, name: str) -> onnx.ModelProto:
+    """A stub of `model` whose large weights live in `folder/name.bin`, or `model` itself when small.
+
+    Sessions built from the stub (and from cuts of it, cut.py) map the weights instead of
+    copying them; `folder` must outlive those sessions' construction (the mappings outlive it).
+    A caller that passes its only reference to `model` gets its memory back on return.
+    """
+    if proto_size(model) < MAP_THRESHOLD or spilled_folder(model) is not None:
+        return model
+    stub = spill_weights(model, os.path.join(folder, f"{name}.bin"))
+    entry = stub.metadata_props.add()
+    entry.key, entry.value = SPILLED, folder
+    return stub
+
+
+@contextlib.contextmanager
+def mapped(model: onnx.ModelProto, name: str) -> Iterator[onnx.ModelProto]:
+    """`map_weights` into a temporary folder removed on exit."""
+    if proto_size(model) < MAP_THRESHOLD or spilled_folder(model) is not None:
+        yield model
+        return
+    folder = tempfile.mkdtemp(prefix="onnx_fc2conv_weights_")
+    try:
+        yield map_weights(model, folder, name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mapped_load(load: Callable[[], onnx.ModelProto], name: str) -> Iterator[onnx.ModelProto]:
+    """The model `load()` returns, its weights moved to a temporary file (removed on exit): the
+    loaded copy is freed before this yields, only its stub stays in memory."""
+    folder = tempfile.mkdtemp(prefix="onnx_fc2conv_weights_")
+    try:
+        yield map_weights(load(), folder, name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def _session_source(model: onnx.ModelProto | str, opts: ort.SessionOptions) -> Iterator[str | bytes]:
-    """What InferenceSession is given: a path, the serialized model or, over 2 GB, a spilled copy.
+    """What InferenceSession is given: a path, the serialized model, or a stub whose weights it maps.
 
-    A model over 2 GB is written to a temporary folder: its large initializers go, one at a
-    time, to a data file that onnxruntime maps instead of copying (prepacking, which would copy
-    each packed weight once more, is switched off, and so is the layout optimizer), the rest to a
-    small model file. The caller's
-    model is not modified; the folder is removed once the session is built (the mapping stays
-    valid). Handing the weights over as OrtValues (`add_external_initializers`) was measured to
-    cost three copies of each weight per session; this costs none that stays resident.
+    A stub (`map_weights`, or a cut of one) names the folder of its weights. A large model given
+    whole is spilled to a temporary folder first, removed once the session is built (the mapping
+    stays valid). Handing the weights over as OrtValues (`add_external_initializers`) was
+    measured to cost three copies of each weight per session; mapping costs none.
     """
     if isinstance(model, str):
         yield model
         return
-    spilled = next((p.value for p in model.metadata_props if p.key == SPILLED), None)
-    if spilled is None and proto_size(model) < SERIALIZE_LIMIT:
-        yield model.SerializeToString()
-        return
-    opts.add_session_config_entry("session.disable_prepacking", "1")
-    # The layout optimizer (ORT_ENABLE_ALL) reorders a Conv kernel into an embedded NCHWc copy,
-    # which onnxruntime itself refuses above 2 GB ("exceeds the 2147483648 byte limit").
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    if spilled is not None:  # a cut of a large model (see cut.cut): its weights are already on disk
-        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", spilled)
-        try:
-            yield model.SerializeToString()
-        finally:
-            shutil.rmtree(spilled, ignore_errors=True)
-        return
-    folder = tempfile.mkdtemp(prefix="onnx_fc2conv_session_")
-    try:
-        stub = spill_weights(model, os.path.join(folder, "weights.bin"))
-        path = os.path.join(folder, "model.onnx")
-        with open(path, "wb") as f:
-            f.write(stub.SerializeToString())
-        yield path
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with mapped(model, "weights") as stub:
+        folder = spilled_folder(stub)
+        if folder is not None:
+            opts.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+        yield stub.SerializeToString()
 
 
 def spill_weights(model: onnx.ModelProto, data_path: str) -> onnx.ModelProto:
