@@ -13,6 +13,7 @@ import onnx_graphsurgeon as gs
 from . import files
 from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
+from .batch_head import route_batches
 from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
 from .graph import Edit, ancestors, import_graph, node_label, opset_version, shape, write_back
@@ -55,6 +56,7 @@ class ConvertOptions:
     mlp_spatial_rank: int = 2  # an MLP's [N, K] input becomes [N, K, *S] with this many S
     external_threshold: int = files.DEFAULT_EXTERNAL_THRESHOLD
     in_place: bool = False
+    batch_head: bool = False  # head layers also take a Gemm route for a batch at the original size
 
     @property
     def verify_options(self) -> VerifyOptions:
@@ -264,6 +266,10 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     geometry = output_geometry(model)
     valid = _valid_sizes(model, layouts, relaxed, geometry)
     record_claims(model, valid, next((g for g in geometry.values() if isinstance(g, Geometry)), None))
+    if options.batch_head:  # after the claims: the routes change no size the model accepts
+        notices += route_batches(
+            model, [n.outputs[0].name for n in graph.nodes if id(n) not in original_nodes and n.op == "Conv"]
+        )[1]
     fixes = plan.fixes + batch.fixes
     return ConversionResult(
         model, rewrites, relaxed, fixes, notices, removed_nodes=removed, geometry=geometry, valid_sizes=valid

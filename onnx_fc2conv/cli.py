@@ -164,6 +164,7 @@ def main() -> None:
     help="Write weights to OUTPUT.data when the model exceeds this size (always above 2 GB).",
 )
 @click.option("--in-place", is_flag=True, help="Allow OUTPUT to be INPUT (replaced atomically).")
+@click.option("--batch-head", is_flag=True, help="Head layers run as one Gemm for a batch at the original size.")
 @_common
 def convert(
     input_path: str,
@@ -179,6 +180,7 @@ def convert(
     width_name: str,
     external_data_mb: int,
     in_place: bool,
+    batch_head: bool,
     as_json: bool,
     quiet: bool,
     debug: bool,
@@ -196,6 +198,7 @@ def convert(
             seed=seed,
             external_threshold=external_data_mb << 20,
             in_place=in_place,
+            batch_head=batch_head,
         )
         result, data = api.convert_file(input_path, output_path, options)
         written = output_path + (f" (+ {data.name})" if data else "")
