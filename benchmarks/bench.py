@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -467,6 +466,7 @@ def bench_larger(quick: bool) -> None:
         "original @227": runner(s_orig, small),
         "original, 64 crops, loop": loop,
         "original, 64 crops, batch 64": runner(s_orig, batch64),
+        "MatMul ceiling": matmul_ceiling_run(),
     }
     times = interleave(fns, 1 if quick else 7, warmup=1)
     split_conv = macs(conv, (1, 3, 451, 451))
@@ -488,11 +488,117 @@ def bench_larger(quick: bool) -> None:
         rows.append([name, f"{1e3 * t:.1f}", f"{t / t_conv:.2f}", f"{mac / 1e9:.2f}", f"{mac / m_conv:.2f}", note])
     print(table(["run", "median ms", "time / converted", "GMACs", "MACs / converted", "target"], rows))
     print(f"\n64x the outputs for {t_conv / med(times['original @227']):.2f}x the time of one 227 pass.")
+    ceiling = CEILING_MACS / med(times["MatMul ceiling"]) / 1e9
+    rate = m_conv / t_conv / 1e9
+    print(
+        f"\nThe pass at 451 runs at {rate:.0f} GMAC/s, {rate / ceiling:.2f}x the best plain MatMul measured here "
+        f"({ceiling:.0f} GMAC/s for [512, 4096] x [4096, 4096], ORT_ENABLE_ALL, interleaved with the runs above)."
+    )
     print(
         f"MACs, backbone + head: one pass at 451 {split_conv[0] / 1e9:.2f} + {split_conv[1] / 1e9:.2f} G; "
         f"one original pass at 227 {split_orig[0] / 1e9:.2f} + {split_orig[1] / 1e9:.2f} G "
         f"(64 crops: {64 * split_orig[0] / 1e9:.2f} + {64 * split_orig[1] / 1e9:.2f} G). "
         "Sharing the backbone saves only backbone work: the head runs on the same 64 windows either way."
+    )
+
+
+CEILING_MACS = 512 * 4096 * 4096
+
+
+def matmul_ceiling_run() -> Callable[[], object]:
+    """The best plain MatMul onnxruntime reaches here: `[512, 4096] x [4096, 4096]` (CEILING_MACS)."""
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.standard_normal((4096, 4096), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "w"], ["y"])], "ceiling",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [512, 4096])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [512, 4096])], [w],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    sess = session(model)
+    a = rng.standard_normal((512, 4096), dtype=np.float32)
+    return lambda: sess.run(None, {"a": a})
+
+
+# --------------------------------------------------------------------------------------------
+# 4. the batched head (--batch-head)
+
+
+def _session_cost(model: onnx.ModelProto, builds: int) -> tuple[float, float, ort.InferenceSession]:
+    """Median build time (s) and RSS growth (MB) of a session, and the last session."""
+    seconds, grown = [], []
+    sess = None
+    for _ in range(builds):
+        sess = None
+        before = _status("VmRSS")
+        t = time.perf_counter()
+        sess = session(model)
+        seconds.append(time.perf_counter() - t)
+        grown.append(_status("VmRSS") - before)
+    assert sess is not None
+    return med(seconds), med(grown), sess
+
+
+def bench_batch_head(quick: bool) -> None:
+    from onnx_fc2conv import ConvertOptions, convert
+
+    print("\n## 4. Batched head (`--batch-head`): batches at the original size, and its price\n")
+    cases = [("AlexNet", alexnet, 227), ("VGG-16 head", vgg16_light, 224), ("ResNet-style", resnet_light, 224)]
+    same_batches, larger_batches = ((1, 8), (1,)) if quick else ((1, 8, 32), (1, 2))
+    rows, larger_rows, cost_rows = [], [], []
+    for label, build, size in cases:
+        model = build()
+        plain = convert(model, ConvertOptions(verify=False)).model
+        routed = convert(model, ConvertOptions(verify=False, batch_head=True)).model
+        builds = 1 if quick else 3
+        costs = {name: _session_cost(m, builds) for name, m in
+                 (("original", model), ("converted", plain), ("batch head", routed))}  # fmt: skip
+        sessions = {name: c[2] for name, c in costs.items()}
+        cost_rows.append(
+            [label, *(f"{costs[n][0]:.2f}" for n in costs), f"{costs['batch head'][0] / costs['converted'][0]:.2f}",
+             *(f"{costs[n][1]:.0f}" for n in costs), f"{costs['batch head'][1] - costs['converted'][1]:+.0f}"]
+        )  # fmt: skip
+        for batch in same_batches:
+            x = image(batch, size)
+            ref = sessions["original"].run(None, {"image": x})[0]
+            for name, sess in sessions.items():
+                check_close(ref, sess.run(None, {"image": x})[0], f"{label} {name} batch {batch}")
+            reps = (4 if quick else 25) if batch < 32 else (2 if quick else 9)
+            times = interleave({name: runner(sess, x) for name, sess in sessions.items()}, reps)
+            base = med(times["original"])
+            ratio = med(times["batch head"]) / base
+            rows.append(
+                [label, str(batch), f"{1e3 * base:.1f}", f"{med(times['converted']) / base:.2f}", f"{ratio:.2f}",
+                 verdict(ratio <= 1.02) if batch > 1 else "", spread(times["batch head"])]
+            )  # fmt: skip
+        big = size + 224
+        for batch in larger_batches:
+            x = image(batch, big, seed=2)
+            check_close(sessions["converted"].run(None, {"image": x})[0],
+                        sessions["batch head"].run(None, {"image": x})[0], f"{label} at {big}")  # fmt: skip
+            fns = {name: runner(sessions[name], x) for name in ("converted", "batch head")}
+            times = interleave(fns, 2 if quick else 11)
+            ratio = med(times["batch head"]) / med(times["converted"])
+            larger_rows.append(
+                [label, f"{batch} x {big}", f"{1e3 * med(times['converted']):.1f}", f"{ratio:.2f}",
+                 verdict(ratio <= 1.02) if batch == 1 else ""]
+            )  # fmt: skip
+        del sessions, costs
+    print(
+        table(["model", "batch", "original ms", "converted / original", "batch head / original", "<= 1.02",
+               "IQR (batch head)"], rows)
+    )  # fmt: skip
+    print("\nOn a larger image (the Conv route; the routing nodes are the only extra work):\n")
+    print(table(["model", "input", "converted ms", "batch head / converted", "<= 1.02 (batch 1)"], larger_rows))
+    print("\nSession build time and RSS growth (ORT_ENABLE_ALL; medians of builds in this process):\n")
+    print(
+        table(["model", "build s: original", "converted", "batch head", "batch head / converted",
+               "RSS MB: original", "converted", "batch head", "batch head - converted"], cost_rows)
+    )  # fmt: skip
+    print(
+        "\nResNet-style: its head reads a globally pooled vector and stays a Gemm in every mode, so there is "
+        "nothing to route (the rows show the noise floor)."
     )
 
 
@@ -508,20 +614,28 @@ def _status(key: str) -> float:
     return float("nan")
 
 
-class _RssSampler:
-    """RSS sampled every 2 ms in a thread: the peak of every stage that is running (nested ones too)."""
+def _reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+
+
+class _Peaks:
+    """Each running stage's peak RSS, nested stages included.
+
+    VmHWM is read and reset at every stage's start and end: the peak since the last reset belongs
+    to every stage running in that interval (the stack did not change in between). Reading the
+    kernel's high-water mark also catches peaks inside C code that holds the GIL (parsing,
+    serializing), which a sampling thread would miss.
+    """
 
     def __init__(self) -> None:
-        self.active: list[list[float]] = []  # [peak] of each running stage
-        thread = threading.Thread(target=self._loop, daemon=True)
-        thread.start()
+        self.active: list[list[float]] = []
 
-    def _loop(self) -> None:
-        while True:
-            rss = _status("VmRSS")
-            for peak in list(self.active):
-                peak[0] = max(peak[0], rss)
-            time.sleep(0.002)
+    def fold(self) -> None:
+        hwm = _status("VmHWM")
+        for peak in self.active:
+            peak[0] = max(peak[0], hwm)
+        _reset_peak()
 
 
 def _trace_stages(verify: bool) -> list[str]:
@@ -535,7 +649,7 @@ def _trace_stages(verify: bool) -> list[str]:
 
     lines: list[str] = []
     depth = [0]
-    sampler = _RssSampler()
+    peaks = _Peaks()
 
     def wrap(owner, name: str, label: str) -> None:
         fn = getattr(owner, name, None)
@@ -544,16 +658,17 @@ def _trace_stages(verify: bool) -> list[str]:
 
         @functools.wraps(fn)
         def traced(*args, **kwargs):
+            peaks.fold()
             rss, t = _status("VmRSS"), time.perf_counter()
             peak = [rss]
-            sampler.active.append(peak)
+            peaks.active.append(peak)
             depth[0] += 1
             try:
                 return fn(*args, **kwargs)
             finally:
                 depth[0] -= 1
-                sampler.active = [p for p in sampler.active if p is not peak]
-                peak[0] = max(peak[0], _status("VmRSS"))
+                peaks.fold()
+                peaks.active.pop()
                 lines.append(f"{'  ' * depth[0]}{label}|{time.perf_counter() - t:.2f}|{rss:.0f}|{peak[0]:.0f}")
 
         setattr(owner, name, traced)
@@ -590,6 +705,27 @@ def child(mode: str, src: str, dst: str) -> None:
     lines: list[str] = []
     if mode in ("trace", "trace-verify"):
         lines = _trace_stages(verify=mode == "trace-verify")
+    marks: dict[str, float] = {}
+    if mode == "verify":  # verification: from the converted model's end to the start of the save
+        api = importlib.import_module("onnx_fc2conv.api")
+        fio = importlib.import_module("onnx_fc2conv.files")
+
+        def mark(owner, name: str, key: str, at_end: bool) -> None:
+            real = getattr(owner, name)
+
+            def marked(*args, **kwargs):  # type: ignore[no-untyped-def]
+                if not at_end:
+                    marks.setdefault(key, time.perf_counter())
+                try:
+                    return real(*args, **kwargs)
+                finally:
+                    if at_end:
+                        marks[key] = time.perf_counter()
+
+            setattr(owner, name, marked)
+
+        mark(api, "_convert_in_place", "converted", at_end=True)
+        mark(fio, "save_model", "saving", at_end=False)
     imported = _status("VmRSS")
     t = time.perf_counter()
     if mode == "roundtrip":
@@ -602,7 +738,7 @@ def child(mode: str, src: str, dst: str) -> None:
         raise SystemExit(f"unknown child mode {mode}")
     seconds = time.perf_counter() - t
     report = {"seconds": seconds, "base_mb": base, "imported_mb": imported, "hwm_mb": _status("VmHWM"),
-              "trace": lines}  # fmt: skip
+              "trace": lines, "verify_seconds": marks.get("saving", 0) - marks.get("converted", 0)}  # fmt: skip
     print(json.dumps(report))
 
 
@@ -635,7 +771,7 @@ def bench_rewrite(quick: bool) -> None:
             k = r % len(modes)
             for mode in modes[k:] + modes[:k]:
                 results[mode].append(run_child(mode, src, tmp / f"out_{mode}.onnx"))
-        verify_reps = 0 if quick else 2
+        verify_reps = 0 if quick else 3
         for _ in range(verify_reps):
             results.setdefault("verify", []).append(run_child("verify", src, tmp / "out_verify.onnx"))
             results.setdefault("convert", []).append(run_child("convert", src, tmp / "out_convert.onnx"))
@@ -673,7 +809,10 @@ def bench_rewrite(quick: bool) -> None:
     print(f"\nRSS after imports: {base_i:.0f} MB (round trip child).")
     if "verify" in results:
         v = med([r["seconds"] for r in results["verify"]]) - med([r["seconds"] for r in results["convert"]])
-        print(f"Verification time (verify=True minus verify=False, medians): {v:.1f} s.")
+        inside = med([r["verify_seconds"] for r in results["verify"]])
+        print(f"Verification time: {inside:.1f} s (median, from the end of the conversion to the start of the "
+              f"save in the verify=True runs: loading the original, its weight file, every phase; verify=True "
+              f"minus verify=False, medians: {v:.1f} s).")  # fmt: skip
         peak = med([r["hwm_mb"] for r in results["verify"]])
         ratio = peak / size_mb
         print(
@@ -687,7 +826,7 @@ def bench_rewrite(quick: bool) -> None:
 
 
 def print_trace(what: str, report: dict) -> None:
-    print(f"\nStage trace of one {what} (peak: RSS sampled every 2 ms during the stage):\n")
+    print(f"\nStage trace of one {what} (peak: VmHWM while the stage ran, nested stages included):\n")
     rows = []
     for line in report["trace"]:
         name, seconds, rss, peak = line.split("|")
@@ -703,13 +842,13 @@ def print_trace(what: str, report: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (< 1 minute)")
-    parser.add_argument("--only", choices=["same-size", "larger", "rewrite"], action="append")
+    parser.add_argument("--only", choices=["same-size", "larger", "batch-head", "rewrite"], action="append")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "SRC", "DST"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
-    only = set(args.only or ["same-size", "larger", "rewrite"])
+    only = set(args.only or ["same-size", "larger", "batch-head", "rewrite"])
     print("# onnx-fc2conv benchmarks\n")
     print(f"- command: `{' '.join(['python', *sys.argv])}`")
     print(f"- onnxruntime {ort.__version__}, onnx {onnx.__version__}, numpy {np.__version__}, "
@@ -719,6 +858,8 @@ def main() -> None:
         bench_same_size(args.quick)
     if "larger" in only:
         bench_larger(args.quick)
+    if "batch-head" in only:
+        bench_batch_head(args.quick)
     if "rewrite" in only:
         bench_rewrite(args.quick)
     print(f"\nTotal time: {time.perf_counter() - TOTAL_START:.0f} s")
