@@ -49,6 +49,7 @@ class HeatmapResult:
     image_size: tuple[int, int]  # (height, width) of the picture written
     geometry: Geometry | None
     cells: list[CellScore] = field(default_factory=list)
+    geometry_reason: str | None = None  # why there is no geometry
 
 
 def _pillow():
@@ -133,7 +134,13 @@ def render(
     blended = (base * (1 - options.alpha) + overlay * options.alpha).astype(np.uint8)
     _write_png(image_lib.fromarray(blended), Path(output_png))
     return HeatmapResult(
-        out_name, cls, scores.shape[1:], (height, width), geometry, _top_cells(scores, cls, geometry, options.top)
+        out_name,
+        cls,
+        scores.shape[1:],
+        (height, width),
+        geometry,
+        _top_cells(scores, cls, geometry, options.top),
+        geo if isinstance(geo, str) else None,
     )
 
 
