@@ -8,6 +8,7 @@ unreadable/invalid model; 3 FC layers that cannot be rewritten exactly, nothing 
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -46,6 +47,23 @@ class Size(click.ParamType):
         if self.rank is not None and len(dims) != self.rank:
             self.fail(f"'{printable(text)}' is not a size like 320x256 (height x width)", param, ctx)
         return dims
+
+
+class FloatList(click.ParamType):
+    """`r,g,b`: comma-separated finite numbers."""
+
+    name = "r,g,b"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            numbers = tuple(float(v) for v in str(value).split(","))
+        except ValueError:
+            numbers = ()
+        if not numbers or not all(math.isfinite(v) for v in numbers):
+            self.fail(f"'{printable(str(value))}' is not a comma-separated list of numbers", param, ctx)
+        return numbers
 
 
 class _Commands(click.Group):
@@ -251,20 +269,15 @@ def verify(
     execute(run, action)
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"'{printable(text)}' is not a comma-separated list of numbers") from None
-
-
 @main.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=True))
 @click.argument("image_path", metavar="IMAGE", type=click.Path(dir_okay=True))
-@click.argument("output_path", metavar="OUTPUT_PNG", type=click.Path(dir_okay=True))
+@click.argument("output_path", metavar="PICTURE", type=click.Path(dir_okay=True))
 @click.option("--resize", "resize", type=Size(rank=2), help="Resize the image to this size before the model.")
-@click.option("--mean", default="0.485,0.456,0.406", show_default=True, help="Per-channel mean (on 0..1 pixels).")
-@click.option("--std", default="0.229,0.224,0.225", show_default=True, help="Per-channel std.")
+@click.option(
+    "--mean", type=FloatList(), help="Per-channel mean, on 0..1 pixels (one per channel). Default: ImageNet's."
+)
+@click.option("--std", type=FloatList(), help="Per-channel std (one per channel). Default: ImageNet's.")
 @click.option("--class", "class_index", type=int, help="Class to draw. Default: the class of the strongest cell.")
 @click.option("--output-name", help="Model output to draw. Default: the first [N, M, h, w] output.")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=0), help="Strongest cells to list.")
@@ -275,8 +288,8 @@ def heatmap(
     image_path: str,
     output_path: str,
     resize: tuple[int, int] | None,
-    mean: str,
-    std: str,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
     class_index: int | None,
     output_name: str | None,
     top: int,
@@ -286,21 +299,22 @@ def heatmap(
     quiet: bool,
     debug: bool,
 ) -> None:
-    """Overlay one class's score map on IMAGE and write OUTPUT_PNG.
+    """Overlay one class's score map on IMAGE and write PICTURE (.png, .jpg or .jpeg).
 
     MODEL may be converted already or not (it is then converted in memory, verified).
     """
-    from .heatmap import HeatmapOptions, render
+    from .heatmap import HeatmapOptions, picture_format, render
 
     _setup_logging(quiet, debug)
     files = {"model": model_path, "image": image_path, "picture": output_path}
     run = Invocation("heatmap", files, as_json, json_file, debug)
 
     def action() -> Done:
+        picture_format(output_path)  # before any work
         options = HeatmapOptions(
             size=resize,
-            mean=_floats(mean),
-            std=_floats(std),
+            mean=mean,
+            std=std,
             class_index=class_index,
             output_name=output_name,
             top=top,
