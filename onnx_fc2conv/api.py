@@ -11,10 +11,11 @@ import onnx
 
 from . import files
 from .backbone import BackboneFix, fix_baked_sizes
-from .errors import ModelLoadError, ModelRunError, NotConvertibleError, VerificationError, one_line
+from .errors import ModelLoadError, NotConvertibleError, UsageError, VerificationError, one_line, runtime_failure
 from .geometry import Geometry, output_geometry
-from .graph import GraphIndex, node_label
+from .graph import GraphIndex
 from .heads import Head, HeadSearch, Skipped, find_heads
+from .options import options_problem
 from .rewrite import LayerRewrite, remove_dead_nodes, rewrite_head
 from .shapes import (
     DimNames,
@@ -50,6 +51,11 @@ class ConvertOptions:
     external_threshold: int = files.DEFAULT_EXTERNAL_THRESHOLD
     in_place: bool = False
 
+    def __post_init__(self) -> None:
+        problem = options_problem(self)
+        if problem is not None:
+            raise UsageError(f"ConvertOptions: {problem}")
+
     @property
     def verify_options(self) -> VerifyOptions:
         return VerifyOptions(tolerance=self.tolerance, sizes=self.sizes, seed=self.seed)
@@ -65,6 +71,10 @@ class HeadRewrite:
 
 @dataclass
 class ConversionResult:
+    """A converted model and what was done to it: the rewrite of each head, the inputs relaxed, the
+    backbone nodes fixed, notices, the verification report (None without verification), the window
+    geometry of each output (or why it has none) and, from convert_file(), the files written."""
+
     model: onnx.ModelProto
     rewrites: list[HeadRewrite]
     relaxed_inputs: list[RelaxedInput]
@@ -73,6 +83,8 @@ class ConversionResult:
     verification: VerificationReport | None = None
     removed_nodes: int = 0
     geometry: dict[str, Geometry | str] = field(default_factory=dict)  # per output: window geometry
+    output: Path | None = None  # convert_file(): the model written
+    data_file: Path | None = None  # convert_file(): its external data file, if one was written
 
     @property
     def heads(self) -> list[Head]:
@@ -81,6 +93,10 @@ class ConversionResult:
 
 @dataclass
 class Inspection:
+    """What convert() would do, found without changing anything: the heads it would rewrite, the
+    candidates it would refuse (with reasons), backbone fixes and refusals, the inputs' shapes, the
+    opset and each output's window geometry (or why it has none)."""
+
     heads: list[Head]
     skipped: list[Skipped]
     candidates: int
@@ -182,11 +198,8 @@ def verify_conversion(
     log.info("verifying with onnxruntime")
     try:
         report = _verify_models(original, result.model, result.heads, options.verify_options)
-    except RuntimeError as exc:  # the original's own failure is the input's problem, not a bug
-        if str(exc).startswith("the original model failed to run: "):
-            why = one_line(exc).removeprefix("the original model failed to run: ")
-            raise ModelRunError(f"onnxruntime cannot run the original model: {why}") from exc
-        raise
+    except RuntimeError as exc:  # a model that does not run: ModelRunError or VerificationError
+        raise runtime_failure(exc) from exc
     if not report.passed:
         raise VerificationError(_failure_line(report), report)
     return report
@@ -278,13 +291,17 @@ def verify(original: ModelSource, converted: ModelSource, options: ConvertOption
     _, search = _analyse(orig, ConvertOptions(dense=dense))
     if search.skipped:
         raise NotConvertibleError(search.skipped[0].reason, [s.reason for s in search.skipped])
-    return _verify_models(orig, conv, search.heads, options.verify_options)
+    try:
+        return _verify_models(orig, conv, search.heads, options.verify_options)
+    except RuntimeError as exc:  # a model that does not run: ModelRunError or VerificationError
+        raise runtime_failure(exc) from exc
 
 
 def convert_file(
     input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], options: ConvertOptions | None = None
-) -> tuple[ConversionResult, Path | None]:
-    """Load, convert, verify and atomically write; nothing is written unless all of it succeeds."""
+) -> ConversionResult:
+    """Load, convert, verify and atomically write; nothing is written unless all of it succeeds.
+    The result names the files written (`output`, `data_file`)."""
     options = options or ConvertOptions()
     files.check_output_path(input_path, output_path, options.in_place)
     log.info("loading %s", input_path)
@@ -310,7 +327,8 @@ def convert_file(
         external_threshold=options.external_threshold,
         protected=protected,
     )
-    return result, data
+    result.output, result.data_file = Path(output_path), data
+    return result
 
 
 def _require_runtime(model: onnx.ModelProto | str) -> None:
@@ -337,6 +355,6 @@ __all__ = [
     "convert",
     "convert_file",
     "inspect",
-    "node_label",
     "verify",
+    "window_geometry",
 ]

@@ -213,7 +213,8 @@ def convert(
             external_threshold=external_data_mb << 20,
             in_place=in_place,
         )
-        result, data = api.convert_file(input_path, output_path, options)
+        result = api.convert_file(input_path, output_path, options)
+        data = result.data_file
         files["data"] = str(data) if data else None
         written = output_path + (f" (+ {data.name})" if data else "")
         return Done(report.conversion_payload(result), report.conversion_text(result, written))
