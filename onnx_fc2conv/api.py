@@ -307,8 +307,9 @@ def convert_file(
     log.info("loading %s", input_path)
     protected: set[Path] = set()
     model = files.load_model(input_path, protected)
-    if options.in_place:
-        protected = set()
+    superseded: set[Path] = set()
+    if options.in_place:  # the input's data files may be replaced; those left unused are removed
+        protected, superseded = set(), protected
     try:
         result = _convert_in_place(model, options)
     except NotConvertibleError:
@@ -326,6 +327,7 @@ def convert_file(
         output_path,
         external_threshold=options.external_threshold,
         protected=protected,
+        superseded=superseded,
     )
     result.output, result.data_file = Path(output_path), data
     return result
