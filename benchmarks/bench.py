@@ -454,7 +454,7 @@ def bench_larger(quick: bool) -> None:
     if out.shape != (1, 1000, 8, 8):
         raise SystemExit(f"the converted AlexNet gives {out.shape} at 451, expected (1, 1000, 8, 8)")
     # The top-left window has no padding influence from outside the crop only for unpadded
-    # backbones; this one pads conv2..5, so only the shapes are checked here (verify.py has the
+    # backbones; this one pads conv2..5, so only the shapes are checked here (verify/reference.py has the
     # independent reference).
 
     def loop() -> None:
@@ -514,18 +514,19 @@ def _reset_peak() -> None:
 
 def _trace_stages(verify: bool) -> list[str]:
     """Wrap convert_file's stages to record time and peak RSS of each (child process only)."""
-    # import_module: the package's `verify` function shadows the `verify` submodule attribute
+    # import_module: the package's `verify` function shadows the `verify` subpackage attribute
     api = importlib.import_module("onnx_fc2conv.api")
     fio = importlib.import_module("onnx_fc2conv.files")
-    vfy = importlib.import_module("onnx_fc2conv.verify")
+    phases = importlib.import_module("onnx_fc2conv.verify.phases")
+    reference = importlib.import_module("onnx_fc2conv.verify.reference")
 
     lines: list[str] = []
     depth = [0]
 
     def wrap(owner, name: str, label: str) -> None:
         fn = getattr(owner, name, None)
-        if fn is None:
-            return
+        if fn is None:  # a renamed stage must not drop out of the trace unnoticed
+            raise SystemExit(f"stage trace: {owner.__name__}.{name} does not exist; update _trace_stages")
 
         @functools.wraps(fn)
         def traced(*args, **kwargs):
@@ -543,19 +544,21 @@ def _trace_stages(verify: bool) -> list[str]:
     wrap(fio, "load_model", "files.load_model")
     if verify:
         wrap(api, "verify_conversion", "api.verify_conversion")
-        wrap(vfy, "session", "verify.session (one onnxruntime session)")
-        wrap(vfy, "_verify_larger", "verify._verify_larger")
+        wrap(phases, "session", "verify.session (the original's or the converted's session)")
+        wrap(phases, "larger_sizes", "verify.larger_sizes")
+        wrap(reference, "session", "verify.session (a reference cut's session)")
         wrap(onnx.checker, "check_model", "onnx.checker.check_model")
         return lines
     wrap(onnx, "load_model", "onnx.load_model (read + parse)")
     wrap(fio, "_check_tensor_sizes", "files._check_tensor_sizes (sizes from the wire scan)")
-    wrap(api, "_analyse", "api._analyse (names, shape inference, head search)")
+    wrap(api, "_analyse", "api._analyse (shape inference, graph import, head search)")
+    wrap(api, "write_back", "api.write_back (graph back to the model)")
     wrap(api, "rewrite_head", "rewrite_head")
     wrap(api, "infer_shapes", "api.infer_shapes (skeleton)")
     wrap(fio, "save_model", "files.save_model")
     wrap(onnx.ModelProto, "ByteSize", "ModelProto.ByteSize")
     wrap(onnx, "save_model", "onnx.save_model (serialize + write)")
-    wrap(api, "_check_file", "api._check_file (checker on the written file)")
+    wrap(api, "_check", "api._check (checker before writing)")
     return lines
 
 

@@ -8,15 +8,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
+import onnx_graphsurgeon as gs
 
 from . import files
-from .backbone import BackboneFix, fix_baked_sizes
-from .errors import ModelLoadError, NotConvertibleError, UsageError, VerificationError, one_line, runtime_failure
+from .backbone import BackboneFix, plan_backbone
+from .batch import plan_batch
+from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
-from .graph import GraphIndex
+from .graph import Edit, ancestors, import_graph, opset_version, shape, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
+from .layout import InputLayout, trace_layout
 from .options import options_problem
-from .rewrite import LayerRewrite, remove_dead_nodes, rewrite_head
+from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
     RelaxedInput,
@@ -27,6 +30,8 @@ from .shapes import (
     relax_inputs,
     restore_output_ranks,
 )
+from .sizes import ValidSizes, valid_sizes
+from .sizes import record as record_claims
 from .verify import Tolerance, VerificationReport, VerifyOptions
 from .verify import verify as _verify_models
 
@@ -73,7 +78,8 @@ class HeadRewrite:
 class ConversionResult:
     """A converted model and what was done to it: the rewrite of each head, the inputs relaxed, the
     backbone nodes fixed, notices, the verification report (None without verification), the window
-    geometry of each output (or why it has none) and, from convert_file(), the files written."""
+    geometry of each output (or why it has none), the sizes it runs at and, from convert_file(), the
+    files written."""
 
     model: onnx.ModelProto
     rewrites: list[HeadRewrite]
@@ -83,6 +89,7 @@ class ConversionResult:
     verification: VerificationReport | None = None
     removed_nodes: int = 0
     geometry: dict[str, Geometry | str] = field(default_factory=dict)  # per output: window geometry
+    valid_sizes: ValidSizes | None = None  # the input sizes the model runs at
     output: Path | None = None  # convert_file(): the model written
     data_file: Path | None = None  # convert_file(): its external data file, if one was written
 
@@ -101,7 +108,7 @@ class Inspection:
     skipped: list[Skipped]
     candidates: int
     backbone_fixes: list[BackboneFix]
-    backbone_refusals: list[str]
+    backbone_refusals: list[Skipped]
     input_shapes: dict[str, tuple]
     opset: int
     geometry: dict[str, Geometry | str] = field(default_factory=dict)
@@ -118,42 +125,30 @@ def _load(source: ModelSource, *, copy: bool) -> onnx.ModelProto:
     return files.load_model(source)
 
 
-def _unique_node_names(model: onnx.ModelProto) -> None:
-    """Matching refers to nodes by name: give unnamed or clashing nodes a unique one."""
-    seen: set[str] = set()
-    for i, node in enumerate(model.graph.node):
-        name = node.name
-        if not name or name in seen:
-            base = f"{node.op_type}_{i}"
-            name = base
-            k = 1
-            while name in seen:
-                name, k = f"{base}_{k}", k + 1
-            node.name = name
-        seen.add(name)
-
-
-def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[GraphIndex, HeadSearch]:
-    _unique_node_names(model)
+def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph, HeadSearch]:
     try:
         infer_shapes(model)
     except Exception as exc:  # shape inference reports malformed graphs in its own exception types
         raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
-    ix = GraphIndex(model)
-    return ix, find_heads(model, dense=options.dense, mlp_rank=options.mlp_spatial_rank, ix=ix)
+    graph = import_graph(model)
+    search = find_heads(graph, opset_version(model), dense=options.dense, mlp_rank=options.mlp_spatial_rank)
+    return graph, search
 
 
 def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:
     """What convert() would do, without changing anything."""
     options = options or ConvertOptions()
     model = _load(source, copy=True)
-    ix, search = _analyse(model, options)
-    fixes, refusals = fix_baked_sizes(model, ix, search.heads, dry_run=True)
-    inputs = {name: ix.shapes.get(name, ()) for name in ix.graph_inputs}
+    graph, search = _analyse(model, options)
+    plan = plan_backbone(model, graph, search.heads)
+    inputs = {t.name: shape(t) or () for t in graph.inputs}
     geometry: dict[str, Geometry | str] = {}
-    if not search.skipped and not refusals:
+    if not search.skipped and not plan.refusals:
         geometry = _convert_in_place(model, replace(options, verify=False)).geometry
-    return Inspection(search.heads, search.skipped, search.candidates, fixes, refusals, inputs, ix.opset, geometry)
+    opset = opset_version(model)
+    return Inspection(
+        search.heads, search.skipped, search.candidates, plan.fixes, plan.refusals, inputs, opset, geometry
+    )
 
 
 def window_geometry(source: ModelSource, options: ConvertOptions | None = None) -> dict[str, Geometry | str]:
@@ -196,13 +191,31 @@ def verify_conversion(
     original: onnx.ModelProto, result: ConversionResult, options: ConvertOptions
 ) -> VerificationReport:
     log.info("verifying with onnxruntime")
-    try:
-        report = _verify_models(original, result.model, result.heads, options.verify_options)
-    except RuntimeError as exc:  # a model that does not run: ModelRunError or VerificationError
-        raise runtime_failure(exc) from exc
+    verify_options = options.verify_options
+    if result.valid_sizes is not None:
+        verify_options = replace(verify_options, sizes=_checked_sizes(options.sizes, result.valid_sizes))
+    report = _verify_models(original, result.model, result.heads, verify_options)
+    cannot_run = "the original model cannot run: "
+    broken = next((c.note for c in report.failures if c.note.startswith(cannot_run)), None)
+    if broken is not None:  # the original's own failure is the input's problem, not the conversion's
+        raise ModelRunError(f"onnxruntime cannot run the original model: {broken.removeprefix(cannot_run)}")
     if not report.passed:
         raise VerificationError(_failure_line(report), report)
     return report
+
+
+def _checked_sizes(sizes: tuple[tuple[int, ...], ...] | None, valid: ValidSizes) -> tuple[tuple[int, ...], ...]:
+    """The sizes to verify at: the user's, each one the model accepts (UsageError otherwise), or two
+    larger valid ones."""
+    if sizes is None:
+        return valid.larger()
+    for size in sizes:
+        text = "x".join(map(str, size))
+        if len(size) != len(valid.minimum):
+            raise UsageError(f"--size {text} has {len(size)} dims; the input has {len(valid.minimum)} spatial dims")
+        if not valid.accepts(size):
+            raise UsageError(f"--size {text} is not a size this model runs at; valid sizes: {valid.describe()}")
+    return sizes
 
 
 def _failure_line(report: VerificationReport) -> str:
@@ -211,59 +224,99 @@ def _failure_line(report: VerificationReport) -> str:
     if report.checker != "passed":
         return f"the converted model fails the ONNX checker: {report.checker.removeprefix('failed: ')}"
     worst = report.failures[0]
-    detail = worst.note or f"max abs error {worst.max_abs:.3g}, max rel error {worst.max_rel:.3g}"
+    detail = worst.note or f"max abs error {worst.max_abs:.3g}, {worst.ratio:.3g}x the allowed {worst.allowed:.3g}"
     return f"verification FAILED: output '{worst.output}' ({worst.check}, input {list(worst.input_shape)}): {detail}"
 
 
 def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:
-    ix, search = _analyse(model, options)
+    graph, search = _analyse(model, options)
     if search.skipped:
         reasons = [f"{s.node}: {s.reason}" for s in search.skipped]
         total = search.candidates
         what = "no FC head" if not search.heads else f"{len(search.skipped)} of {total} FC heads"
         # the candidate nearest the outputs (the classifier, in a transformer) leads the message
         raise NotConvertibleError(f"{what} can be rewritten exactly: {search.skipped[-1].reason}", reasons)
-    fixes, refusals = fix_baked_sizes(model, ix, search.heads, dry_run=False)
-    if refusals:
-        raise NotConvertibleError(refusals[0], refusals)
+    plan = plan_backbone(model, graph, search.heads)
+    if plan.refusals:
+        raise NotConvertibleError(plan.refusals[0].reason, [r.reason for r in plan.refusals])
     notices: list[str] = []
-    rewrites = [HeadRewrite(head, tuple(rewrite_head(model, ix, head))) for head in search.heads]
-    removed = remove_dead_nodes(model)
-    mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.kind == "mlp"}
-    feeders = _image_inputs(ix, search.heads)
-    relaxed = relax_inputs(model, GraphIndex(model), options.dim_names, mlp_inputs, feeders)
+    output_names = [t.name for t in graph.outputs]
+    edit = Edit(graph)
+    for fix in plan.fixes:
+        fix.apply(edit)
+    original_nodes = {id(n) for n in graph.nodes}
+    rewrites = [HeadRewrite(head, tuple(rewrite_head(edit, head))) for head in search.heads]
+    graph.cleanup(remove_unused_graph_inputs=False)
+    layouts = _input_layouts(graph, search.heads)  # after the rewrite: a head's Conv gives meaning too
+    batch = plan_batch(graph, layouts)
+    for fix in batch.fixes:
+        fix.apply(edit)
+    if batch.pins:
+        layouts = {name: replace(layout, batch=None) for name, layout in layouts.items()}
+        notices.append(f"the batch stays as exported: {batch.pins[0].reason}")
+    write_back(graph, model)
+    replaced = sum(len(layer.nodes) for head in search.heads for layer in head.layers)
+    removed = len(original_nodes - {id(n) for n in graph.nodes}) - replaced
+    mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.reads_input}
+    relaxed = relax_inputs(model, layouts, options.dim_names, mlp_inputs)
     if not search.heads:
         notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
     for head in search.heads:
         if options.dense and not head.dense:
             why = "it has no global pool" if head.pool is None else "ops sit between the pool and the FC layers"
-            notices.append(f"head {head.layers[0].nodes[0]}: dense mode does not apply ({why}); rewritten as usual")
+            notices.append(f"head {head.name}: dense mode does not apply ({why}); rewritten as usual")
     head_outputs = {
-        out: (options.mlp_spatial_rank if h.kind == "mlp" else h.spatial_rank)
-        for h in search.heads
-        for out in h.outputs
+        out: (options.mlp_spatial_rank if h.reads_input else h.spatial_rank) for h in search.heads for out in h.outputs
     }
-    ranks = clear_output_shapes(model, set(ix.graph_outputs))  # every output may depend on the new dims
+    ranks = clear_output_shapes(model, set(output_names))  # every output may depend on the new dims
     infer_shapes(model)
     restore_output_ranks(model, ranks)
     name_output_dims(model, head_outputs, options.dim_names)
     _set_mode(model, options)
     for head in search.heads:
-        log.info("head %s: %s -> Conv", head.layers[0].nodes[0], head.description)
+        log.info("head %s: %s -> Conv", head.name, head.description)
     geometry = output_geometry(model)
-    return ConversionResult(model, rewrites, relaxed, fixes, notices, removed_nodes=removed, geometry=geometry)
+    valid = _valid_sizes(model, layouts, relaxed, geometry)
+    record_claims(model, valid, next((g for g in geometry.values() if isinstance(g, Geometry)), None))
+    fixes = plan.fixes + batch.fixes
+    return ConversionResult(
+        model, rewrites, relaxed, fixes, notices, removed_nodes=removed, geometry=geometry, valid_sizes=valid
+    )
 
 
-def _image_inputs(ix: GraphIndex, heads: list[Head]) -> set[str] | None:
-    """Inputs the heads' feature maps depend on (None: relax every image input)."""
-    if not heads:
-        return None
-    needed = {h.feature for h in heads}
-    found = set()
-    for node in ix.ancestors(needed):
-        found.update(i for i in node.input if i in ix.graph_inputs)
-    found.update(n for n in needed if n in ix.graph_inputs)
-    return found
+def _valid_sizes(
+    model: onnx.ModelProto, layouts: dict[str, InputLayout], relaxed: list[RelaxedInput], geometry: dict
+) -> ValidSizes | None:
+    """Valid sizes of the first image input whose exported spatial size is known."""
+    for r in relaxed:
+        layout = layouts.get(r.name)
+        exported = tuple(r.old_shape[a] for a in layout.spatial) if layout else ()
+        if layout and all(isinstance(d, int) for d in exported):
+            stride = next((g.stride for g in geometry.values() if isinstance(g, Geometry)), None)
+            return valid_sizes(model, layout, exported, stride)  # type: ignore[arg-type]
+    return None
+
+
+def _input_layouts(graph: gs.Graph, heads: list[Head]) -> dict[str, InputLayout]:
+    """The layout of every image input the heads' maps depend on (every image input when there
+    is no head); an image input whose axes cannot be traced is refused by name."""
+    needed = [h.flatten.feature for h in heads if not h.reads_input]
+    if heads:
+        feeding = {id(t) for t in needed} | {id(t) for n in ancestors(needed) for t in n.inputs}
+        candidates = [t for t in graph.inputs if id(t) in feeding]
+    else:
+        candidates = list(graph.inputs)
+    layouts = {}
+    for tensor in candidates:
+        if len(shape(tensor) or ()) < 3:
+            continue
+        layout = trace_layout(tensor)
+        if layout is None:
+            raise NotConvertibleError(
+                f"input '{tensor.name}': its batch and spatial axes cannot be traced to a Conv or pool"
+            )
+        layouts[tensor.name] = layout
+    return layouts
 
 
 def _set_mode(model: onnx.ModelProto, options: ConvertOptions) -> None:
@@ -291,10 +344,7 @@ def verify(original: ModelSource, converted: ModelSource, options: ConvertOption
     _, search = _analyse(orig, ConvertOptions(dense=dense))
     if search.skipped:
         raise NotConvertibleError(search.skipped[0].reason, [s.reason for s in search.skipped])
-    try:
-        return _verify_models(orig, conv, search.heads, options.verify_options)
-    except RuntimeError as exc:  # a model that does not run: ModelRunError or VerificationError
-        raise runtime_failure(exc) from exc
+    return _verify_models(orig, conv, search.heads, options.verify_options)
 
 
 def convert_file(

@@ -80,14 +80,3 @@ class CheckerError(VerificationError):
     """The converted model, as it would be written, fails `onnx.checker.check_model(full_check=True)`."""
 
     exit_code = 1
-
-
-def runtime_failure(exc: RuntimeError) -> Fc2ConvError:
-    """A model that onnxruntime could not run during verification, as the error it is: the
-    original's failure is the input's problem (ModelRunError, exit 2); the converted model's is a
-    failed verification (exit 1)."""
-    text = one_line(exc)
-    prefix = "the original model failed to run: "
-    if text.startswith(prefix):
-        return ModelRunError(f"onnxruntime cannot run the original model: {text.removeprefix(prefix)}")
-    return VerificationError(f"verification FAILED: {text}")

@@ -17,7 +17,7 @@ import onnx
 from .container import check_as_written, container_problems, input_dims_problem, structure_problem, text_problem
 from .errors import CheckerError, ModelLoadError, UsageError, one_line, quoted
 from .signals import signals_deferred
-from .tensor_data import all_tensors, attribute_tensors, proto_size, raw_data_lengths
+from .tensor_data import all_tensors, attribute_tensors, data_type_problem, proto_size, raw_data_lengths
 from .tensor_data import check_tensor_sizes as _check_tensor_sizes
 
 __all__ = ["attribute_tensors", "load_model", "proto_size", "raw_data_lengths", "save_model", "validate_model"]
@@ -167,7 +167,7 @@ def validate_model(model: onnx.ModelProto, where: str = "model") -> None:
     problems = container_problems(model)
     if problems:
         raise ModelLoadError(f"{where}: {problems[0]} (the ONNX checker rejects this model)")
-    dims = input_dims_problem(model)
+    dims = input_dims_problem(model) or data_type_problem(model)
     if dims is not None:
         raise ModelLoadError(f"{where}: {dims}")
     structure = structure_problem(model)

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import onnx
-import pytest
 from click.testing import CliRunner
 from corpus import leftovers, save_external, small_model, snapshot
 from json_contract import parse
@@ -115,7 +114,6 @@ def test_onnx_warnings_do_not_reach_stderr(tmp_path: Path) -> None:
     assert proc.stderr == ""
 
 
-@pytest.mark.xfail(strict=True, reason="open: verification reads int() of a named channel dim ([1, 'c', 64, 64])")
 def test_named_channel_dim(tmp_path: Path) -> None:
     model = onnx.load(str(GOLDEN_VGG))
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "c"

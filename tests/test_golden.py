@@ -17,7 +17,8 @@ from onnx_fc2conv.cli import main
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 MANIFEST = json.loads((MODELS / "manifest.json").read_text())
-FILES = [entry["file"] for entry in MANIFEST]
+# The FC heads the tool handles; models that reproduce an open issue's pattern ("issue" set) get their own tests.
+FILES = [entry["file"] for entry in MANIFEST if entry["issue"] is None]
 
 # The flatten ops the matcher must report for each exporter's head (the ops between the feature
 # map and the first FC). The rest of the expected pattern is derived from the manifest's head.
@@ -55,7 +56,7 @@ def _expected(entry: dict) -> tuple[str, list[str]]:
 
 
 def test_manifest_lists_every_model_file() -> None:
-    assert sorted(FILES) == sorted(p.name for p in MODELS.glob("*.onnx"))
+    assert sorted(e["file"] for e in MANIFEST) == sorted(p.name for p in MODELS.glob("*.onnx"))
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -86,8 +87,11 @@ def test_golden_convert_and_verify(name: str) -> None:
     assert out.opset_import[0].version == entry["opset"]
     checks = [c.check for c in result.verification.comparisons]
     assert checks.count("larger size") >= 2
+    # the converted batch is symbolic: batch 1 and 2 are verified, whatever the original's batch
+    assert [c.input_shape[0] for c in result.verification.comparisons if c.check == "same size"] == [1, 2]
     batched = not isinstance(entry["input_shape"][0], int)
-    assert ("same size" in checks) and (checks.count("same size") == (2 if batched else 1))
+    image_by_image = "its outputs at batch 2 come from running it image by image"
+    assert any(image_by_image in n for n in result.verification.notes) == (not batched)
     in_dims = dims(out.graph.input[0])
     assert in_dims[0] == "batch"
     if name.startswith("keras_"):
