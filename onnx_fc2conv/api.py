@@ -230,16 +230,18 @@ def _failure_line(report: VerificationReport) -> str:
 
 def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:
     graph, search = _analyse(model, options)
-    if search.skipped:
-        reasons = [f"{s.node}: {s.reason}" for s in search.skipped]
-        total = search.candidates
-        what = "no FC head" if not search.heads else f"{len(search.skipped)} of {total} FC heads"
+    # a head on a globally pooled vector runs at any size as it is; only --dense needs it rewritten
+    kept = [s for s in search.skipped if s.pooled and not options.dense]
+    refused = [s for s in search.skipped if s not in kept]
+    if refused:
+        reasons = [f"{s.node}: {s.reason}" for s in refused]
+        what = "no FC head" if not search.heads else f"{len(refused)} of {search.candidates} FC heads"
         # the candidate nearest the outputs (the classifier, in a transformer) leads the message
-        raise NotConvertibleError(f"{what} can be rewritten exactly: {search.skipped[-1].reason}", reasons)
+        raise NotConvertibleError(f"{what} can be rewritten exactly: {refused[-1].reason}", reasons)
     plan = plan_backbone(model, graph, search.heads)
     if plan.refusals:
         raise NotConvertibleError(plan.refusals[0].reason, [r.reason for r in plan.refusals])
-    notices: list[str] = []
+    notices = [f"head {s.node} stays on the pooled vector as it is: {s.reason}" for s in kept]
     output_names = [t.name for t in graph.outputs]
     edit = Edit(graph)
     for fix in plan.fixes:
@@ -259,7 +261,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     removed = len(original_nodes - {id(n) for n in graph.nodes}) - replaced
     mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.reads_input}
     relaxed = relax_inputs(model, layouts, options.dim_names, mlp_inputs)
-    if not search.heads:
+    if not search.heads and not kept:
         notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
     for head in search.heads:
         if options.dense and not head.dense:

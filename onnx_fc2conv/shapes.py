@@ -123,10 +123,45 @@ def inferred_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     skel = skeleton(model)
     skel.graph.ClearField("value_info")
-    inferred = _symbolic(skel)
-    if inferred is not None:
-        return inferred
-    return onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+    inferred = _symbolic(skel) or onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+    if _static_inputs(inferred) and not _all_static(inferred):
+        return _folded(skel) or inferred
+    return inferred
+
+
+_FOLD_ROUNDS = 8
+
+
+def _static_inputs(model: onnx.ModelProto) -> bool:
+    return all(all(isinstance(d, int) for d in value_info_dims(vi) or (None,)) for vi in model.graph.input)
+
+
+def _all_static(model: onnx.ModelProto) -> bool:
+    dims = [value_info_dims(vi) for vi in [*model.graph.value_info, *model.graph.output]]
+    return all(d is not None and all(isinstance(x, int) for x in d) for d in dims)
+
+
+def _folded(skel: onnx.ModelProto) -> onnx.ModelProto | None:
+    """Shapes where the model computes sizes from `Shape` (timm's TF-'same' Pad) and its input is
+    static: the size arithmetic is folded into constants, a round per stage, on the weight-free
+    copy only (the written model keeps computing them at run time)."""
+    current = skel
+    try:
+        for _ in range(_FOLD_ROUNDS):
+            inferred = onnx.shape_inference.infer_shapes(current, strict_mode=False, data_prop=True)
+            if _all_static(inferred):
+                return inferred
+            graph = gs.import_onnx(inferred)
+            before = len(graph.nodes)
+            graph.fold_constants(fold_shapes=True).cleanup()
+            if len(graph.nodes) == before:
+                return None
+            current = gs.export_onnx(graph, do_type_check=False)
+            current.ir_version = skel.ir_version
+            current.graph.ClearField("value_info")
+    except Exception:  # folding evaluates subgraphs with onnxruntime; any failure: shapes stay unknown
+        return None
+    return None
 
 
 def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
