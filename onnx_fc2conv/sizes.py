@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import onnx
 
+from .errors import UsageError
 from .geometry import Geometry
 from .graph import set_value_info_dims, value_info_dims
 from .layout import InputLayout
-from .shapes import skeleton
+from .shapes import RelaxedInput, skeleton
 
 PREFIX = "onnx_fc2conv."
 
@@ -133,3 +134,30 @@ def record(model: onnx.ModelProto, sizes: ValidSizes | None, geometry: Geometry 
         entry = model.metadata_props.add()
         entry.key, entry.value = PREFIX + key, value
     return entries
+
+
+def claimed_sizes(
+    model: onnx.ModelProto, layouts: dict[str, InputLayout], relaxed: list[RelaxedInput], geometry: dict
+) -> ValidSizes | None:
+    """Valid sizes of the first image input whose exported spatial size is known."""
+    for r in relaxed:
+        layout = layouts.get(r.name)
+        exported = tuple(r.old_shape[a] for a in layout.spatial) if layout else ()
+        if layout and all(isinstance(d, int) for d in exported):
+            stride = next((g.stride for g in geometry.values() if isinstance(g, Geometry)), None)
+            return valid_sizes(model, layout, exported, stride)  # type: ignore[arg-type]
+    return None
+
+
+def sizes_to_verify(sizes: tuple[tuple[int, ...], ...] | None, valid: ValidSizes) -> tuple[tuple[int, ...], ...]:
+    """The sizes to verify at: the user's, each one the model accepts (UsageError otherwise), or two
+    larger valid ones."""
+    if sizes is None:
+        return valid.larger()
+    for size in sizes:
+        text = "x".join(map(str, size))
+        if len(size) != len(valid.minimum):
+            raise UsageError(f"--size {text} has {len(size)} dims; the input has {len(valid.minimum)} spatial dims")
+        if not valid.accepts(size):
+            raise UsageError(f"--size {text} is not a size this model runs at; valid sizes: {valid.describe()}")
+    return sizes
