@@ -200,18 +200,8 @@ def verify_conversion(
     if broken is not None:  # the original's own failure is the input's problem, not the conversion's
         raise ModelRunError(f"onnxruntime cannot run the original model: {broken.removeprefix(cannot_run)}")
     if not report.passed:
-        raise VerificationError(_failure_line(report), report)
+        raise VerificationError(report.failure_line(), report)
     return report
-
-
-def _failure_line(report: VerificationReport) -> str:
-    if not report.comparisons:
-        return "verification compared nothing"
-    if report.checker != "passed":
-        return f"the converted model fails the ONNX checker: {report.checker.removeprefix('failed: ')}"
-    worst = report.failures[0]
-    detail = worst.note or f"max abs error {worst.max_abs:.3g}, {worst.ratio:.3g}x the allowed {worst.allowed:.3g}"
-    return f"verification FAILED: output '{worst.output}' ({worst.check}, input {list(worst.input_shape)}): {detail}"
 
 
 def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:

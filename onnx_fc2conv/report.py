@@ -362,15 +362,3 @@ def failure_payload(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, VerificationError) and isinstance(exc.report, VerificationReport):
         out["verification"] = verification_dict(exc.report)
     return out
-
-
-def verification_failure_line(v: VerificationReport) -> str:
-    """The error line of a verification that did not pass."""
-    if not v.comparisons:
-        return "verification compared nothing"
-    if v.checker != "passed":
-        return f"the converted model fails the ONNX checker: {v.checker.removeprefix('failed: ')}"
-    worst = v.failures[0]
-    detail = worst.note or f"max abs error {worst.max_abs:.3g}, {worst.ratio:.3g}x the allowed {worst.allowed:.3g}"
-    where = f"({worst.check}, input {list(worst.input_shape)})"
-    return printable(f"verification FAILED: output {quoted(worst.output)} {where}: {detail}")

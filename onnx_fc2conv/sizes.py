@@ -16,9 +16,9 @@ import onnx
 
 from .errors import UsageError
 from .geometry import Geometry
-from .graph import set_value_info_dims, value_info_dims
+from .graph import value_info_dims
 from .layout import InputLayout
-from .shapes import RelaxedInput, skeleton
+from .shapes import RelaxedInput, skeleton_at
 
 PREFIX = "onnx_fc2conv."
 
@@ -60,18 +60,13 @@ class ValidSizes:
 
 
 def runs_at(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...]) -> bool:
-    skel = skeleton(model)
-    for vi in skel.graph.input:
-        if vi.name == layout.name:
-            dims = list(value_info_dims(vi) or ())
-            if layout.batch is not None:
-                dims[layout.batch] = 1
-            for axis, s in zip(layout.spatial, size, strict=True):
-                dims[axis] = s
-            set_value_info_dims(vi, dims)
-    skel.graph.ClearField("value_info")
-    for out in skel.graph.output:
-        out.type.tensor_type.ClearField("shape")
+    declared = next(value_info_dims(vi) for vi in model.graph.input if vi.name == layout.name)
+    dims = list(declared or ())
+    if layout.batch is not None:
+        dims[layout.batch] = 1
+    for axis, s in zip(layout.spatial, size, strict=True):
+        dims[axis] = s
+    skel = skeleton_at(model, {layout.name: dims})
     try:
         inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=True, data_prop=True)
     except Exception:  # onnx reports a shape conflict in its own exception types
