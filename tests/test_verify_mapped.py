@@ -79,7 +79,7 @@ def test_convert_file_maps_the_original(
     onnx.save(_model(), str(src / "m.onnx"))
     monkeypatch.setattr(sessions.tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    result, _ = onnx_fc2conv.convert_file(src / "m.onnx", dst / "m.onnx")
+    result = onnx_fc2conv.convert_file(src / "m.onnx", dst / "m.onnx")
     assert result.verification is not None and result.verification.passed
     assert len(mapped_everything) == 2
     assert os.listdir(tmp_path / "tmp") == []
