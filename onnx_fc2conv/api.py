@@ -254,7 +254,8 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     for head in search.heads:
         log.info("head %s: %s -> Conv", head.name, head.description)
     geometry = output_geometry(model)
-    valid = claimed_sizes(model, layouts, relaxed, geometry)
+    maps = [h.pool.source_shape[1:] if h.pool else h.feature_shape[1:] for h in search.heads if not h.reads_input]
+    valid = claimed_sizes(model, layouts, relaxed, geometry, maps[0] if maps else None)
     record_claims(model, valid, next((g for g in geometry.values() if isinstance(g, Geometry)), None))
     fixes = plan.fixes + batch.fixes
     return ConversionResult(
