@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import onnx_graphsurgeon as gs
 
-from . import files
+from . import dilate, files
 from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
 from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
@@ -54,6 +54,7 @@ class ConvertOptions:
     mlp_spatial_rank: int = 2  # an MLP's [N, K] input becomes [N, K, *S] with this many S
     external_threshold: int = files.DEFAULT_EXTERNAL_THRESHOLD
     in_place: bool = False
+    output_stride: int | None = None  # a denser map by the a trous rewrite (dilate.py): S / 2 or S / 4
 
     @property
     def verify_options(self) -> VerifyOptions:
@@ -79,10 +80,16 @@ class ConversionResult:
     removed_nodes: int = 0
     geometry: dict[str, Geometry | str] = field(default_factory=dict)  # per output: window geometry
     valid_sizes: ValidSizes | None = None  # the input sizes the model runs at
+    dilation: dilate.Dilation | None = None  # the a trous rewrite, with --output-stride
 
     @property
     def heads(self) -> list[Head]:
         return [r.head for r in self.rewrites]
+
+    def with_dilation(self, dilation: dilate.Dilation | None) -> ConversionResult:
+        self.dilation = dilation
+        self.notices += [dilation.describe()] if dilation else []
+        return self
 
 
 @dataclass
@@ -177,7 +184,12 @@ def verify_conversion(
     verify_options = options.verify_options
     if result.valid_sizes is not None:
         verify_options = replace(verify_options, sizes=_checked_sizes(options.sizes, result.valid_sizes))
-    report = _verify_models(original, result.model, result.heads, verify_options)
+    if result.dilation is not None:
+        from .verify.dilated import verify_dilated
+
+        report = verify_dilated(original, result.model, result.heads, result.dilation, verify_options)
+    else:
+        report = _verify_models(original, result.model, result.heads, verify_options)
     cannot_run = "the original model cannot run: "
     broken = next((c.note for c in report.failures if c.note.startswith(cannot_run)), None)
     if broken is not None:  # the original's own failure is the input's problem, not the conversion's
@@ -244,6 +256,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     removed = len(original_nodes - {id(n) for n in graph.nodes}) - replaced
     mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.reads_input}
     relaxed = relax_inputs(model, layouts, options.dim_names, mlp_inputs)
+    dilation = dilate.apply(model, options.output_stride) if options.output_stride else None
     if not search.heads and not kept:
         notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
     for head in search.heads:
@@ -266,7 +279,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     fixes = plan.fixes + batch.fixes
     return ConversionResult(
         model, rewrites, relaxed, fixes, notices, removed_nodes=removed, geometry=geometry, valid_sizes=valid
-    )
+    ).with_dilation(dilation)
 
 
 def _valid_sizes(

@@ -164,6 +164,9 @@ def main() -> None:
     help="Write weights to OUTPUT.data when the model exceeds this size (always above 2 GB).",
 )
 @click.option("--in-place", is_flag=True, help="Allow OUTPUT to be INPUT (replaced atomically).")
+@click.option(
+    "--output-stride", type=click.IntRange(min=1), help="A denser map: S/2 or S/4 by dilation (docs/denser-maps.md)."
+)
 @_common
 def convert(
     input_path: str,
@@ -179,6 +182,7 @@ def convert(
     width_name: str,
     external_data_mb: int,
     in_place: bool,
+    output_stride: int | None,
     as_json: bool,
     quiet: bool,
     debug: bool,
@@ -196,6 +200,7 @@ def convert(
             seed=seed,
             external_threshold=external_data_mb << 20,
             in_place=in_place,
+            output_stride=output_stride,
         )
         result, data = api.convert_file(input_path, output_path, options)
         written = output_path + (f" (+ {data.name})" if data else "")
@@ -275,6 +280,9 @@ def _floats(text: str) -> tuple[float, ...]:
 @click.option("--output-name", help="Model output to draw. Default: the first [N, M, h, w] output.")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=0), help="Strongest cells to list.")
 @click.option("--dense", is_flag=True, help="When MODEL still has its FC head: convert it in dense mode.")
+@click.option(
+    "--output-stride", type=click.IntRange(min=1), help="A denser map: S/2 or S/4 by dilation (docs/denser-maps.md)."
+)
 @_common
 def heatmap(
     model_path: str,
@@ -287,6 +295,7 @@ def heatmap(
     output_name: str | None,
     top: int,
     dense: bool,
+    output_stride: int | None,
     as_json: bool,
     quiet: bool,
     debug: bool,
@@ -311,7 +320,7 @@ def heatmap(
             output_name=output_name,
             top=top,
         )
-        result = api.convert(model_path, api.ConvertOptions(dense=dense))
+        result = api.convert(model_path, api.ConvertOptions(dense=dense, output_stride=output_stride))
         drawn = render(result.model, image_path, output_path, options)
         if as_json:
             click.echo(json.dumps(report.heatmap_dict(drawn, output_path), indent=2))
