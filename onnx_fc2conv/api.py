@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import onnx_graphsurgeon as gs
 
-from . import dilate, files
+from . import dilate, files, static_size
 from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
 from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
@@ -33,6 +33,7 @@ from .sizes import ValidSizes, valid_sizes
 from .sizes import record as record_claims
 from .verify import Tolerance, VerificationReport, VerifyOptions
 from .verify import verify as _verify_models
+from .verify.variants import verify_result
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class ConvertOptions:
     external_threshold: int = files.DEFAULT_EXTERNAL_THRESHOLD
     in_place: bool = False
     output_stride: int | None = None  # a denser map by the a trous rewrite (dilate.py): S / 2 or S / 4
+    input_size: tuple[int, ...] | None = None  # static shapes at this size (static_size.py), and batch
+    batch: int | None = None
 
     @property
     def verify_options(self) -> VerifyOptions:
@@ -81,15 +84,11 @@ class ConversionResult:
     geometry: dict[str, Geometry | str] = field(default_factory=dict)  # per output: window geometry
     valid_sizes: ValidSizes | None = None  # the input sizes the model runs at
     dilation: dilate.Dilation | None = None  # the a trous rewrite, with --output-stride
+    static: static_size.StaticSize | None = None  # with --input-size
 
     @property
     def heads(self) -> list[Head]:
         return [r.head for r in self.rewrites]
-
-    def with_dilation(self, dilation: dilate.Dilation | None) -> ConversionResult:
-        self.dilation = dilation
-        self.notices += [dilation.describe()] if dilation else []
-        return self
 
 
 @dataclass
@@ -184,12 +183,7 @@ def verify_conversion(
     verify_options = options.verify_options
     if result.valid_sizes is not None:
         verify_options = replace(verify_options, sizes=_checked_sizes(options.sizes, result.valid_sizes))
-    if result.dilation is not None:
-        from .verify.dilated import verify_dilated
-
-        report = verify_dilated(original, result.model, result.heads, result.dilation, verify_options)
-    else:
-        report = _verify_models(original, result.model, result.heads, verify_options)
+    report = verify_result(original, result, verify_options, _verify_models)  # plain, denser or static
     cannot_run = "the original model cannot run: "
     broken = next((c.note for c in report.failures if c.note.startswith(cannot_run)), None)
     if broken is not None:  # the original's own failure is the input's problem, not the conversion's
@@ -257,6 +251,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.reads_input}
     relaxed = relax_inputs(model, layouts, options.dim_names, mlp_inputs)
     dilation = dilate.apply(model, options.output_stride) if options.output_stride else None
+    notices += [dilation.describe()] if dilation else []
     if not search.heads and not kept:
         notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
     for head in search.heads:
@@ -277,9 +272,11 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     valid = _valid_sizes(model, layouts, relaxed, geometry)
     record_claims(model, valid, next((g for g in geometry.values() if isinstance(g, Geometry)), None))
     fixes = plan.fixes + batch.fixes
-    return ConversionResult(
+    result = ConversionResult(
         model, rewrites, relaxed, fixes, notices, removed_nodes=removed, geometry=geometry, valid_sizes=valid
-    ).with_dilation(dilation)
+    )
+    result.dilation = dilation
+    return static_size.apply(result, layouts, options.input_size, options.batch)  # with --input-size
 
 
 def _valid_sizes(

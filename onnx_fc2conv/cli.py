@@ -167,6 +167,8 @@ def main() -> None:
 @click.option(
     "--output-stride", type=click.IntRange(min=1), help="A denser map: S/2 or S/4 by dilation (docs/denser-maps.md)."
 )
+@click.option("--input-size", metavar="HxW", help="Write static shapes at this input size (verified there).")
+@click.option("--batch", type=click.IntRange(min=1), help="With --input-size: the static batch (default 1).")
 @_common
 def convert(
     input_path: str,
@@ -183,6 +185,8 @@ def convert(
     external_data_mb: int,
     in_place: bool,
     output_stride: int | None,
+    input_size: str | None,
+    batch: int | None,
     as_json: bool,
     quiet: bool,
     debug: bool,
@@ -201,6 +205,8 @@ def convert(
             external_threshold=external_data_mb << 20,
             in_place=in_place,
             output_stride=output_stride,
+            input_size=_parse_size(input_size) if input_size else None,
+            batch=batch,
         )
         result, data = api.convert_file(input_path, output_path, options)
         written = output_path + (f" (+ {data.name})" if data else "")

@@ -49,6 +49,7 @@ class DilationCode(str, Enum):
     NOT_DILATABLE = "not-dilatable"
     CROSSING_PATH = "crossing-path"
     SPATIAL_CONSTANT = "spatial-constant"
+    POOL_PAD = "pool-pad"
 
 
 class DilationRefusal(NotConvertibleError):
@@ -200,7 +201,7 @@ def _check_l(g: _Graph, node: onnx.NodeProto) -> None:
         raise DilationRefusal(
             DilationCode.STRIDE_NOT_TWO, f"{_label(node)} has strides {strides}; only stride 2 on every axis is exact"
         )
-    if _attr(node, "ceil_mode", 0):
+    if _attr(node, "ceil_mode", 0) and node.op_type != "MaxPool":
         raise DilationRefusal(
             DilationCode.CEIL_MODE, f"{_label(node)} uses ceil_mode: its last window has no stride-1 counterpart"
         )
@@ -261,6 +262,13 @@ def _check_constants(g: _Graph, node: onnx.NodeProto, inside: set[str]) -> None:
 def _dilate(node: onnx.NodeProto, rank: int) -> None:
     dil = list(_attr(node, "dilations", [1] * rank))
     pads = list(_attr(node, "pads", [0] * 2 * rank))
+    kernel = list(_attr(node, "kernel_shape", []))
+    if node.op_type != "Conv" and kernel and any(2 * p >= kernel[a % rank] for a, p in enumerate(pads)):
+        raise DilationRefusal(  # exact by the algebra, but onnxruntime rejects a pool pad >= its kernel
+            DilationCode.POOL_PAD,
+            f"{_label(node)}: doubled pads {[2 * p for p in pads]} would reach its kernel {kernel}, "
+            "which onnxruntime's pools reject",
+        )
     _set_ints(node, "dilations", [2 * d for d in dil])
     _set_ints(node, "pads", [2 * p for p in pads])
 
@@ -279,6 +287,9 @@ def step(model: onnx.ModelProto) -> tuple[Level, int]:
     pads = list(_attr(node, "pads", [0] * 2 * rank))
     level = Level(node.output[0], node.input[0], node.op_type, tuple(int(p) for p in pads[:rank]))
     _set_ints(node, "strides", [1] * rank)
+    if _attr(node, "ceil_mode", 0):  # a max over one more end pad (ignored cells) gives the ceil window
+        _set_ints(node, "pads", pads[:rank] + [p + 1 for p in pads[rank:]])
+        node.attribute.remove(next(a for a in node.attribute if a.name == "ceil_mode"))  # no effect at stride 1
     dilated = 0
     for i in after:
         n = g.nodes[i]

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import onnx_fc2conv
 from onnx_fc2conv.cli import main
 from onnx_fc2conv.dilate import DilationCode, DilationRefusal
-from onnx_fc2conv.errors import VerificationError
+from onnx_fc2conv.errors import UsageError, VerificationError
 from onnx_fc2conv.verify.dilated import AtrousReference
 
 
@@ -35,9 +35,10 @@ class _Net:
         self.y, self.c = self.g.op("Relu", [y]), c_out
         self.size = tuple(_out(n, k, stride, pad) for n in self.size)
 
-    def pool(self, op: str = "MaxPool", *, k: int = 2, stride: int = 2, pad: int = 0) -> None:
-        self.y = self.g.op(op, [self.y], kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4)
-        self.size = tuple(_out(n, k, stride, pad) for n in self.size)
+    def pool(self, op: str = "MaxPool", *, k: int = 2, stride: int = 2, pad: int = 0, ceil: int = 0) -> None:
+        attrs = {"ceil_mode": ceil} if ceil else {}
+        self.y = self.g.op(op, [self.y], kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4, **attrs)
+        self.size = tuple(-(-(n + 2 * pad - k) // stride) + 1 if ceil else _out(n, k, stride, pad) for n in self.size)
 
 
 def cnn(
@@ -48,6 +49,8 @@ def cnn(
     after: str = "Conv",
     size: tuple[int, int] = (22, 20),
     opset: int = 17,
+    ceil: int = 0,
+    pool_k: int = 2,
 ) -> onnx.ModelProto:
     """Conv -> MaxPool/2 -> Conv -> L (MaxPool/2 or Conv stride 2) -> <after> -> head.
 
@@ -58,10 +61,10 @@ def cnn(
     net = _Net(g, g.input("input", ["N", 3, *size]), size, 3)
     p = 1 if padded else 0
     net.conv(4, 3, pad=p)
-    net.pool()
+    net.pool(k=pool_k, ceil=ceil)
     net.conv(5, 3, pad=p)
     if last == "pool":
-        net.pool(k=3 if padded else 2, pad=p)
+        net.pool(k=3 if padded else pool_k, pad=p, ceil=ceil)
     else:
         net.conv(5, 3, stride=2, pad=p)
     if after == "Conv":
@@ -135,6 +138,16 @@ def test_dense_global_pool_head(factor: int) -> None:
     assert next(iter(result.geometry.values())).stride == (4 // factor,) * 2
 
 
+@pytest.mark.parametrize("factor", [2, 4])
+@pytest.mark.parametrize("size", [(22, 20), (23, 21)])
+def test_ceil_mode_max_pool_as_the_strided_layer(factor: int, size: tuple[int, int]) -> None:
+    """Caffe-style pools: ceil_mode becomes one more end pad at stride 1 (odd and even extents)."""
+    model = cnn(size=size, ceil=1, pool_k=3)
+    result = _convert(model, 4 // factor)
+    ceil_pools = [n for n in result.model.graph.node for a in n.attribute if a.name == "ceil_mode" and a.i]
+    assert len(ceil_pools) == 2 - int(np.log2(factor))  # the strided layers made stride 1 lose it
+
+
 def test_average_pool_after_the_strided_layer_at_opset_19() -> None:
     model = cnn(size=(22, 20), after="AveragePool", padded=False, opset=19)
     result = _convert(model, 2)
@@ -171,8 +184,9 @@ def _stride_three() -> onnx.ModelProto:
         (lambda: cnn(size=(22, 20), after="Resize"), 2, DilationCode.NO_GEOMETRY),
         (lambda: cnn(size=(22, 20)), 3, DilationCode.OUTPUT_STRIDE),
         (_stride_three, 3, DilationCode.STRIDE_NOT_TWO),
+        (lambda: cnn(size=(22, 20), ceil=1), 1, DilationCode.POOL_PAD),
     ],
-    ids=["average-pool-opset", "resize", "output-stride", "stride-not-two"],
+    ids=["average-pool-opset", "resize", "output-stride", "stride-not-two", "pool-pad"],
 )
 def test_refusals_name_their_cause(build, stride: int, code: DilationCode) -> None:
     with pytest.raises(DilationRefusal) as info:
@@ -219,3 +233,35 @@ def test_heatmap_draws_the_denser_map(tmp_path: Path) -> None:
     # 192 x 256 image, receptive field 94 with pad 64: stride 16 gives 9 x 13 cells, stride 8 gives 17 x 25
     assert "map 9x13 over a 192x256 image" in coarse.output
     assert "map 17x25 over a 192x256 image" in dense.output
+
+
+def test_static_size_runs_only_at_its_size_and_matches_the_dynamic_model(tmp_path: Path) -> None:
+    out = tmp_path / "static.onnx"
+    src = MODELS / "ts_vgg_small.onnx"
+    result = _cli("convert", str(src), str(out), "--input-size", "160x208", "--batch", "2", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert found["outputs"]["output"] == [2, 10, 7, 10]  # (160 - 64) / 16 + 1, (208 - 64) / 16 + 1
+    assert {c["check"] for c in found["verification"]["comparisons"]} >= {"same size", "larger size", "static size"}
+    static = onnx.load(str(out))
+    assert [d.dim_value for d in static.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 160, 208]
+    assert {p.key: p.value for p in static.metadata_props}["onnx_fc2conv.valid_sizes"] == "160x208 only (static shapes)"
+    dynamic = onnx_fc2conv.convert(str(src), onnx_fc2conv.ConvertOptions(verify=False)).model
+    x = np.random.default_rng(5).standard_normal((2, 3, 160, 208)).astype(np.float32)
+    assert_close(run(static, {"input": x})["output"], run(dynamic, {"input": x})["output"])
+    with pytest.raises(Exception, match=r"(?i)dimension|shape"):
+        run(static, {"input": x[:, :, :128, :192]})
+
+
+def test_static_size_with_a_denser_map() -> None:
+    model = cnn(size=(22, 20))
+    options = onnx_fc2conv.ConvertOptions(output_stride=2, input_size=(30, 26), batch=2)
+    result = onnx_fc2conv.convert(model, options)
+    assert result.verification is not None and result.verification.passed
+    assert {c.check for c in result.verification.comparisons} == {"a trous", "static size"}
+    assert result.static is not None and all(isinstance(d, int) for d in result.static.output_shapes["output"])
+
+
+def test_static_size_refuses_a_size_the_model_cannot_run_at() -> None:
+    with pytest.raises(UsageError, match="--input-size 20x20 is not a size"):
+        onnx_fc2conv.convert(str(MODELS / "ts_vgg_small.onnx"), onnx_fc2conv.ConvertOptions(input_size=(20, 20)))
