@@ -15,9 +15,10 @@ from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
 from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
-from .graph import Edit, ancestors, import_graph, node_label, opset_version, shape, write_back
+from .graph import Edit, import_graph, opset_version, shape, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
-from .layout import InputLayout, trace_layout
+from .layout import image_layouts
+from .options import options_problem
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
@@ -29,7 +30,7 @@ from .shapes import (
     relax_inputs,
     restore_output_ranks,
 )
-from .sizes import ValidSizes, valid_sizes
+from .sizes import ValidSizes, claimed_sizes, sizes_to_verify
 from .sizes import record as record_claims
 from .verify import Tolerance, VerificationReport, VerifyOptions
 from .verify import verify as _verify_models
@@ -59,6 +60,11 @@ class ConvertOptions:
     input_size: tuple[int, ...] | None = None  # static shapes at this size (static_size.py), and batch
     batch: int | None = None
 
+    def __post_init__(self) -> None:
+        problem = options_problem(self)
+        if problem is not None:
+            raise UsageError(f"ConvertOptions: {problem}")
+
     @property
     def verify_options(self) -> VerifyOptions:
         return VerifyOptions(tolerance=self.tolerance, sizes=self.sizes, seed=self.seed)
@@ -74,6 +80,11 @@ class HeadRewrite:
 
 @dataclass
 class ConversionResult:
+    """A converted model and what was done to it: the rewrite of each head, the inputs relaxed, the
+    backbone nodes fixed, notices, the verification report (None without verification), the window
+    geometry of each output (or why it has none), the sizes it runs at and, from convert_file(), the
+    files written."""
+
     model: onnx.ModelProto
     rewrites: list[HeadRewrite]
     relaxed_inputs: list[RelaxedInput]
@@ -83,6 +94,8 @@ class ConversionResult:
     removed_nodes: int = 0
     geometry: dict[str, Geometry | str] = field(default_factory=dict)  # per output: window geometry
     valid_sizes: ValidSizes | None = None  # the input sizes the model runs at
+    output: Path | None = None  # convert_file(): the model written
+    data_file: Path | None = None  # convert_file(): its external data file, if one was written
     dilation: dilate.Dilation | None = None  # the a trous rewrite, with --output-stride
     static: static_size.StaticSize | None = None  # with --input-size
 
@@ -93,6 +106,10 @@ class ConversionResult:
 
 @dataclass
 class Inspection:
+    """What convert() would do, found without changing anything: the heads it would rewrite, the
+    candidates it would refuse (with reasons), backbone fixes and refusals, the inputs' shapes, the
+    opset and each output's window geometry (or why it has none)."""
+
     heads: list[Head]
     skipped: list[Skipped]
     candidates: int
@@ -182,39 +199,15 @@ def verify_conversion(
     log.info("verifying with onnxruntime")
     verify_options = options.verify_options
     if result.valid_sizes is not None:
-        verify_options = replace(verify_options, sizes=_checked_sizes(options.sizes, result.valid_sizes))
+        verify_options = replace(verify_options, sizes=sizes_to_verify(options.sizes, result.valid_sizes))
     report = verify_result(original, result, verify_options, _verify_models)  # plain, denser or static
     cannot_run = "the original model cannot run: "
     broken = next((c.note for c in report.failures if c.note.startswith(cannot_run)), None)
     if broken is not None:  # the original's own failure is the input's problem, not the conversion's
         raise ModelRunError(f"onnxruntime cannot run the original model: {broken.removeprefix(cannot_run)}")
     if not report.passed:
-        raise VerificationError(_failure_line(report), report)
+        raise VerificationError(report.failure_line(), report)
     return report
-
-
-def _checked_sizes(sizes: tuple[tuple[int, ...], ...] | None, valid: ValidSizes) -> tuple[tuple[int, ...], ...]:
-    """The sizes to verify at: the user's, each one the model accepts (UsageError otherwise), or two
-    larger valid ones."""
-    if sizes is None:
-        return valid.larger()
-    for size in sizes:
-        text = "x".join(map(str, size))
-        if len(size) != len(valid.minimum):
-            raise UsageError(f"--size {text} has {len(size)} dims; the input has {len(valid.minimum)} spatial dims")
-        if not valid.accepts(size):
-            raise UsageError(f"--size {text} is not a size this model runs at; valid sizes: {valid.describe()}")
-    return sizes
-
-
-def _failure_line(report: VerificationReport) -> str:
-    if not report.comparisons:
-        return "verification compared nothing"
-    if report.checker != "passed":
-        return f"the converted model fails the ONNX checker: {report.checker.removeprefix('failed: ')}"
-    worst = report.failures[0]
-    detail = worst.note or f"max abs error {worst.max_abs:.3g}, {worst.ratio:.3g}x the allowed {worst.allowed:.3g}"
-    return f"verification FAILED: output '{worst.output}' ({worst.check}, input {list(worst.input_shape)}): {detail}"
 
 
 def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:
@@ -238,7 +231,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     original_nodes = {id(n) for n in graph.nodes}
     rewrites = [HeadRewrite(head, tuple(rewrite_head(edit, head))) for head in search.heads]
     graph.cleanup(remove_unused_graph_inputs=False)
-    layouts = _input_layouts(graph, search.heads)  # after the rewrite: a head's Conv gives meaning too
+    layouts = image_layouts(graph, search.heads)  # after the rewrite: a head's Conv gives meaning too
     batch = plan_batch(graph, layouts)
     for fix in batch.fixes:
         fix.apply(edit)
@@ -269,7 +262,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     for head in search.heads:
         log.info("head %s: %s -> Conv", head.name, head.description)
     geometry = output_geometry(model)
-    valid = _valid_sizes(model, layouts, relaxed, geometry)
+    valid = claimed_sizes(model, layouts, relaxed, geometry)
     record_claims(model, valid, next((g for g in geometry.values() if isinstance(g, Geometry)), None))
     fixes = plan.fixes + batch.fixes
     result = ConversionResult(
@@ -277,41 +270,6 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     )
     result.dilation = dilation
     return static_size.apply(result, layouts, options.input_size, options.batch)  # with --input-size
-
-
-def _valid_sizes(
-    model: onnx.ModelProto, layouts: dict[str, InputLayout], relaxed: list[RelaxedInput], geometry: dict
-) -> ValidSizes | None:
-    """Valid sizes of the first image input whose exported spatial size is known."""
-    for r in relaxed:
-        layout = layouts.get(r.name)
-        exported = tuple(r.old_shape[a] for a in layout.spatial) if layout else ()
-        if layout and all(isinstance(d, int) for d in exported):
-            stride = next((g.stride for g in geometry.values() if isinstance(g, Geometry)), None)
-            return valid_sizes(model, layout, exported, stride)  # type: ignore[arg-type]
-    return None
-
-
-def _input_layouts(graph: gs.Graph, heads: list[Head]) -> dict[str, InputLayout]:
-    """The layout of every image input the heads' maps depend on (every image input when there
-    is no head); an image input whose axes cannot be traced is refused by name."""
-    needed = [h.flatten.feature for h in heads if not h.reads_input]
-    if heads:
-        feeding = {id(t) for t in needed} | {id(t) for n in ancestors(needed) for t in n.inputs}
-        candidates = [t for t in graph.inputs if id(t) in feeding]
-    else:
-        candidates = list(graph.inputs)
-    layouts = {}
-    for tensor in candidates:
-        if len(shape(tensor) or ()) < 3:
-            continue
-        layout = trace_layout(tensor)
-        if layout is None:
-            raise NotConvertibleError(
-                f"input '{tensor.name}': its batch and spatial axes cannot be traced to a Conv or pool"
-            )
-        layouts[tensor.name] = layout
-    return layouts
 
 
 def _set_mode(model: onnx.ModelProto, options: ConvertOptions) -> None:
@@ -344,15 +302,17 @@ def verify(original: ModelSource, converted: ModelSource, options: ConvertOption
 
 def convert_file(
     input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], options: ConvertOptions | None = None
-) -> tuple[ConversionResult, Path | None]:
-    """Load, convert, verify and atomically write; nothing is written unless all of it succeeds."""
+) -> ConversionResult:
+    """Load, convert, verify and atomically write; nothing is written unless all of it succeeds.
+    The result names the files written (`output`, `data_file`)."""
     options = options or ConvertOptions()
     files.check_output_path(input_path, output_path, options.in_place)
     log.info("loading %s", input_path)
     protected: set[Path] = set()
     model = files.load_model(input_path, protected)
-    if options.in_place:
-        protected = set()
+    superseded: set[Path] = set()
+    if options.in_place:  # the input's data files may be replaced; those left unused are removed
+        protected, superseded = set(), protected
     try:
         result = _convert_in_place(model, options)
     except NotConvertibleError:
@@ -370,8 +330,10 @@ def convert_file(
         output_path,
         external_threshold=options.external_threshold,
         protected=protected,
+        superseded=superseded,
     )
-    return result, data
+    result.output, result.data_file = Path(output_path), data
+    return result
 
 
 def _require_runtime(model: onnx.ModelProto | str) -> None:
@@ -398,6 +360,6 @@ __all__ = [
     "convert",
     "convert_file",
     "inspect",
-    "node_label",
     "verify",
+    "window_geometry",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import onnx
 import pytest
 from builders import GraphBuilder, assert_close, gemm, run
 from click.testing import CliRunner
+from json_contract import parse
 
 import onnx_fc2conv
 from onnx_fc2conv.cli import main
@@ -209,7 +209,7 @@ def test_cli_convert_reports_the_new_stride(tmp_path: Path) -> None:
     out = tmp_path / "dense.onnx"
     result = _cli("convert", str(MODELS / "ts_vgg_small.onnx"), str(out), "--output-stride", "4", "--json")
     assert result.exit_code == 0, result.output
-    found = json.loads(result.output)
+    found = parse(result.output)  # validated against the committed schema
     assert found["geometry"]["output"]["stride"] == [4, 4]
     assert any("output stride 16 -> 4 (a trous)" in n for n in found["notices"])
     assert {c["check"] for c in found["verification"]["comparisons"]} == {"a trous"}
@@ -240,8 +240,8 @@ def test_static_size_runs_only_at_its_size_and_matches_the_dynamic_model(tmp_pat
     src = MODELS / "ts_vgg_small.onnx"
     result = _cli("convert", str(src), str(out), "--input-size", "160x208", "--batch", "2", "--json")
     assert result.exit_code == 0, result.output
-    found = json.loads(result.output)
-    assert found["outputs"]["output"] == [2, 10, 7, 10]  # (160 - 64) / 16 + 1, (208 - 64) / 16 + 1
+    found = parse(result.output)
+    assert found["outputs"] == [{"name": "output", "shape": [2, 10, 7, 10]}]  # (160 - 64) / 16 + 1, (208 - 64) / 16 + 1
     assert {c["check"] for c in found["verification"]["comparisons"]} >= {"same size", "larger size", "static size"}
     static = onnx.load(str(out))
     assert [d.dim_value for d in static.graph.input[0].type.tensor_type.shape.dim] == [2, 3, 160, 208]
