@@ -34,6 +34,7 @@ from .sizes import ValidSizes, claimed_sizes, sizes_to_verify
 from .sizes import record as record_claims
 from .verify import Tolerance, VerificationReport, VerifyOptions
 from .verify import verify as _verify_models
+from .verify.dilated import verify_dilated
 from .verify.variants import verify_result
 
 log = logging.getLogger(__name__)
@@ -297,6 +298,9 @@ def verify(original: ModelSource, converted: ModelSource, options: ConvertOption
     _, search = _analyse(orig, ConvertOptions(dense=dense))
     if search.skipped:
         raise NotConvertibleError(search.skipped[0].reason, [s.reason for s in search.skipped])
+    dilation = dilate.recorded(conv)  # a denser map is checked against shifted runs of the original
+    if dilation is not None:
+        return verify_dilated(orig, conv, search.heads, dilation, options.verify_options)
     return _verify_models(orig, conv, search.heads, options.verify_options)
 
 

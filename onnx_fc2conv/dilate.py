@@ -17,6 +17,8 @@ padding included (an index falls outside `y'` exactly when it falls outside the 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from enum import Enum
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 _WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool", "ConvTranspose"})
 _STRIDED_L_OPS = frozenset({"Conv", "MaxPool", "AveragePool"})
 _PER_PIXEL_OPS = _CHANNEL_OPS | {"Softmax", "LogSoftmax"}
+METADATA_KEY = "onnx_fc2conv.a_trous"  # the levels, as JSON: what `verify` needs to rebuild the reference
 
 
 class DilationCode(str, Enum):
@@ -238,6 +241,8 @@ def _check_after(g: _Graph, l_index: int, after: list[int], opset: int) -> None:
         if op in _PER_PIXEL_OPS:
             _check_constants(g, node, inside)
             continue
+        if op == "Transpose" and not any(g.nodes[j].op_type in _WINDOW_OPS for j in g.descendants(i)):
+            continue  # axes moved for a per-pixel op (a legacy Softmax's class axis): no window reads them
         raise DilationRefusal(
             DilationCode.NOT_DILATABLE,
             f"{_label(node)} comes after the last strided layer and cannot be dilated exactly",
@@ -329,7 +334,8 @@ def steps_for(stride: int, output_stride: int) -> int:
 
 
 def apply(model: onnx.ModelProto, output_stride: int) -> Dilation:
-    """Rewrite `model` in place to reach `output_stride` (see the module docstring)."""
+    """Rewrite `model` in place to reach `output_stride` (see the module docstring); the levels are
+    recorded in its metadata, so that `verify` can rebuild the reference from the written model."""
     stride = model_stride(model)
     k = steps_for(stride, output_stride)
     levels, dilated = [], 0
@@ -337,7 +343,29 @@ def apply(model: onnx.ModelProto, output_stride: int) -> Dilation:
         level, count = step(model)
         levels.append(level)
         dilated += count
-    return Dilation(tuple(levels), stride, output_stride, dilated)
+    dilation = Dilation(tuple(levels), stride, output_stride, dilated)
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(dataclasses.asdict(dilation))
+    return dilation
+
+
+def recorded(model: onnx.ModelProto) -> Dilation | None:
+    """The a trous rewrite a written model records, or None (a model without one, or unreadable)."""
+    text = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
+    if text is None:
+        return None
+    try:
+        found = json.loads(text)
+        levels = tuple(
+            Level(str(v["node"]), str(v["u"]), str(v["op"]), tuple(int(p) for p in v["begin_pads"]))
+            for v in found["levels"]
+        )
+        return Dilation(levels, int(found["old_stride"]), int(found["new_stride"]), int(found["dilated_nodes"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def shifted_pads(node: onnx.NodeProto, rank: int, shift: tuple[int, ...]) -> tuple[list[int], list[int]]:

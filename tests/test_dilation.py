@@ -177,6 +177,21 @@ def _stride_three() -> onnx.ModelProto:
     return g.build()
 
 
+def _parallel_strided() -> onnx.ModelProto:
+    """A ResNet-style downsampling block: a strided 3 x 3 conv beside a strided 1 x 1 shortcut."""
+    g = GraphBuilder(seed=4)
+    net = _Net(g, g.input("input", ["N", 3, 12, 12]), (12, 12), 3)
+    net.conv(4, 3)
+    x = net.y
+    net.conv(4, 3, stride=2, pad=1)
+    main_path = net.y
+    w = g.const("short_w", g.rand((4, 4, 1, 1)))
+    shortcut = g.op("Conv", [x, w], kernel_shape=[1, 1], strides=[2, 2])
+    y = g.op("Add", [main_path, shortcut])
+    g.output(gemm(g, g.op("Flatten", [y], axis=1), 4 * net.size[0] * net.size[1], 5))
+    return g.build()
+
+
 @pytest.mark.parametrize(
     ("build", "stride", "code"),
     [
@@ -185,8 +200,9 @@ def _stride_three() -> onnx.ModelProto:
         (lambda: cnn(size=(22, 20)), 3, DilationCode.OUTPUT_STRIDE),
         (_stride_three, 3, DilationCode.STRIDE_NOT_TWO),
         (lambda: cnn(size=(22, 20), ceil=1), 1, DilationCode.POOL_PAD),
+        (_parallel_strided, 1, DilationCode.PARALLEL_STRIDED),
     ],
-    ids=["average-pool-opset", "resize", "output-stride", "stride-not-two", "pool-pad"],
+    ids=["average-pool-opset", "resize", "output-stride", "stride-not-two", "pool-pad", "parallel-strided"],
 )
 def test_refusals_name_their_cause(build, stride: int, code: DilationCode) -> None:
     with pytest.raises(DilationRefusal) as info:
@@ -215,6 +231,11 @@ def test_cli_convert_reports_the_new_stride(tmp_path: Path) -> None:
     assert {c["check"] for c in found["verification"]["comparisons"]} == {"a trous"}
     written = onnx.load(str(out))
     assert {p.key: p.value for p in written.metadata_props}["onnx_fc2conv.output_stride"] == "4x4"
+    # the written model records its levels: `verify` rebuilds the shifted reference from them
+    checked = parse(_cli("verify", str(MODELS / "ts_vgg_small.onnx"), str(out), "--json").output)
+    assert checked["status"] == "ok" and checked["verification"]["passed"]
+    assert {c["check"] for c in checked["verification"]["comparisons"]} == {"a trous"}
+    assert onnx_fc2conv.verify(str(MODELS / "ts_vgg_small.onnx"), str(out)).passed
 
 
 def test_cli_refusal_exits_3_with_the_code(tmp_path: Path) -> None:
@@ -265,3 +286,20 @@ def test_static_size_with_a_denser_map() -> None:
 def test_static_size_refuses_a_size_the_model_cannot_run_at() -> None:
     with pytest.raises(UsageError, match="--input-size 20x20 is not a size"):
         onnx_fc2conv.convert(str(MODELS / "ts_vgg_small.onnx"), onnx_fc2conv.ConvertOptions(input_size=(20, 20)))
+
+
+@pytest.mark.parametrize(
+    ("name", "note"),
+    [
+        ("ts_lenet_softmax_op11.onnx", None),  # a legacy Softmax's Transposes after the strided layer
+        ("keras_dense_bn.onnx", "the size-agnostic backbone up to the strided layer was used"),
+    ],
+)
+def test_golden_exports_at_half_stride(name: str, note: str | None) -> None:
+    result = onnx_fc2conv.convert(str(MODELS / name), onnx_fc2conv.ConvertOptions(verify=False))
+    stride = next(iter(result.geometry.values())).stride[0]
+    denser = onnx_fc2conv.convert(str(MODELS / name), onnx_fc2conv.ConvertOptions(output_stride=stride // 2))
+    assert denser.verification is not None and denser.verification.passed
+    assert next(iter(denser.geometry.values())).stride[0] == stride // 2
+    if note:
+        assert any(note in n for n in denser.verification.notes)
