@@ -15,7 +15,7 @@ from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
 from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
-from .graph import Edit, import_graph, opset_version, shape, write_back
+from .graph import Edit, import_graph, opset_version, shape, value_info_dims, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
 from .layout import image_layouts
 from .options import options_problem
@@ -256,7 +256,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
         out: (options.mlp_spatial_rank if h.reads_input else h.spatial_rank) for h in search.heads for out in h.outputs
     }
     ranks = clear_output_shapes(model, set(output_names))  # every output may depend on the new dims
-    infer_shapes(model)
+    infer_shapes(model, for_analysis=False)
     restore_output_ranks(model, ranks)
     name_output_dims(model, head_outputs, options.dim_names)
     _set_mode(model, options)
@@ -292,8 +292,9 @@ def model_mode(model: onnx.ModelProto) -> str:
 def verify(original: ModelSource, converted: ModelSource, options: ConvertOptions | None = None) -> VerificationReport:
     """Check a converted model against its original; the heads are found again in the original."""
     options = options or ConvertOptions()
-    orig = _load(original, copy=isinstance(original, onnx.ModelProto))  # ours: analysing may rename nodes
+    orig = _load(original, copy=isinstance(original, onnx.ModelProto))  # ours: analysis re-infers its shapes
     conv = _load(converted, copy=False)
+    _require_a_conversion_of(orig, conv)
     dense = options.dense or model_mode(conv) == "dense"
     _, search = _analyse(orig, ConvertOptions(dense=dense))
     if search.skipped:
@@ -302,6 +303,21 @@ def verify(original: ModelSource, converted: ModelSource, options: ConvertOption
     if dilation is not None:
         return verify_dilated(orig, conv, search.heads, dilation, options.verify_options)
     return _verify_models(orig, conv, search.heads, options.verify_options)
+
+
+def _require_a_conversion_of(original: onnx.ModelProto, converted: onnx.ModelProto) -> None:
+    """`converted` has the original's inputs (names and ranks) and at least one of them became symbolic."""
+    inits = {t.name for g in (original.graph, converted.graph) for t in g.initializer}
+    ours = {vi.name: value_info_dims(vi) or () for vi in original.graph.input if vi.name not in inits}
+    theirs = {vi.name: value_info_dims(vi) or () for vi in converted.graph.input if vi.name not in inits}
+    if set(ours) != set(theirs) or any(len(ours[n]) > len(theirs[n]) for n in ours):
+        first, second = ("; ".join(f"'{n}' {list(d)}" for n, d in x.items()) for x in (ours, theirs))
+        raise UsageError(
+            f"the models' inputs differ ({first} and {second}): the second is not a conversion of the first"
+        )
+    if all(ours[n] == theirs[n] for n in ours):
+        shapes = "; ".join(f"'{n}' {list(d)}" for n, d in theirs.items())
+        raise UsageError(f"the second model has the original's fixed input shape ({shapes}): convert it first")
 
 
 def convert_file(
