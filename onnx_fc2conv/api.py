@@ -18,6 +18,7 @@ from .geometry import Geometry, output_geometry
 from .graph import Edit, ancestors, import_graph, node_label, opset_version, shape, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
 from .layout import InputLayout, trace_layout
+from .quantized import refused_quantized_nodes
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
@@ -115,6 +116,7 @@ def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph,
         raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
     graph = import_graph(model)
     search = find_heads(graph, opset_version(model), dense=options.dense, mlp_rank=options.mlp_spatial_rank)
+    search.skipped += [Skipped(r.node, r.reason, r.code) for r in refused_quantized_nodes(graph)]
     return graph, search
 
 

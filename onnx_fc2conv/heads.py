@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 
 from .fc import FcLayer, data_operand, is_candidate, match_fc
 from .graph import is_graph_input, is_output, node_id, node_label, producer, shape, static_tail, users
+from .quantized import activation_pair
 from .rules import FLATTEN_RULES, tail_rules_for
 from .rules.base import Code, Refusal, TailOp, TailWalk, axes_of
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
@@ -127,13 +128,22 @@ def _read_only_by_fc_layers(graph: gs.Graph, data: gs.Tensor) -> bool:
 def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int) -> FlattenMatch:
     label = node_label(fc)
     skipped_ops: list[str] = []
+    pairs: list = []  # per-tensor (Quantize, Dequantize) pairs between the flatten and the FC
     while True:
         if is_graph_input(graph, data):
-            return match_input(data, skipped_ops, mlp_rank, label)
+            return replace(match_input(data, skipped_ops, mlp_rank, label), qdq=tuple(pairs))
         node = producer(data)
         if node is None:
             raise Refusal(Code.NO_PRODUCER, f"{label} reads '{data.name}', which no node produces")
-        if not _read_only_by_fc_layers(graph, data):
+        via_pair = bool(pairs) and pairs[0][0].inputs[0] is data and len(users(data)) == 1
+        if not via_pair and (pair := activation_pair(data, label)) is not None:
+            if not _read_only_by_fc_layers(graph, data):
+                raise Refusal(Code.SHARED_FLATTEN, f"the tensor '{data.name}' before {label} is also used elsewhere")
+            pairs.insert(0, pair)
+            skipped_ops[:0] = ["QuantizeLinear", "DequantizeLinear"]
+            data = pair[0].inputs[0]
+            continue
+        if not via_pair and not _read_only_by_fc_layers(graph, data):
             raise Refusal(
                 Code.SHARED_FLATTEN, f"the flattened tensor '{data.name}' before {label} is also used elsewhere"
             )
@@ -172,14 +182,16 @@ def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int)
         assert src_dims is not None
         pool = Pool(node, src, src_dims)
         feature_shape = (src_dims[0], *([1] * (rank - 2)))
-        return FlattenMatch(rule.kind, ops, node, data, feature_shape, keepdims=node, pool=pool, reduce_source=source)
+        return FlattenMatch(
+            rule.kind, ops, node, data, feature_shape, keepdims=node, pool=pool, reduce_source=source, qdq=tuple(pairs)
+        )
     kind, feature, perm = rule.kind, src, None
     absorbed = absorb(graph, node, src, src_shape, label)
     if absorbed is not None:
         (feature, perm), kind, ops = absorbed, FlattenKind.NHWC, ("Transpose", *ops)
     feature_shape = static_tail(feature)
     assert feature_shape is not None
-    return FlattenMatch(kind, ops, node, feature, feature_shape, perm=perm, pool=match_pool(feature))
+    return FlattenMatch(kind, ops, node, feature, feature_shape, perm=perm, pool=match_pool(feature), qdq=tuple(pairs))
 
 
 # -- after the first FC ------------------------------------------------------------------------------
@@ -327,7 +339,7 @@ def densify(head: Head) -> Head:
 def _claim_downstream(node: gs.Node, claimed: set[int]) -> None:
     """Mark the FC layers chained after a refused one (through head ops only) so they are not
     reported again; FC layers further on, past other ops, are candidates of their own."""
-    passable = Elementwise.ops | PerFeature.ops | {"Unsqueeze", "Squeeze"}
+    passable = Elementwise.ops | PerFeature.ops | {"Unsqueeze", "Squeeze", "QuantizeLinear", "DequantizeLinear"}
     queue = deque(node.outputs)
     seen: set[int] = set()
     while queue:

@@ -19,8 +19,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .fc import FcLayer
-from .graph import Edit, constant, constant_shape, constant_source, reshape_in_place, shape
+from .graph import Edit, constant, constant_source, reshape_in_place, shape
 from .heads import Head
+from .quantized import hoist_pairs, kernel_behind_dequantize, value_shape
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +69,20 @@ def rewrite_head(edit: Edit, head: Head) -> list[LayerRewrite]:
     done = []
     for i, layer in enumerate(head.layers):
         source = head.flatten.feature if i == 0 else None
+        if source is not None and head.flatten.qdq:  # per-tensor pairs move onto the map
+            source = hoist_pairs(head.flatten.qdq, source)
         done.append(_layer_to_conv(edit, layer, source, head.perm if i == 0 else None))
     for op in head.tail:
         op.rule.rewrite(op, edit, head.spatial_rank)
     return done
 
 
-def _kernel(edit: Edit, layer: FcLayer, perm: tuple[int, ...] | None) -> tuple[gs.Constant, bool]:
+def _kernel(edit: Edit, layer: FcLayer, perm: tuple[int, ...] | None) -> tuple[gs.Tensor, bool]:
+    if layer.quant is not None:  # the integers are rearranged, the DequantizeLinear moves its axis
+        ints = constant(layer.quant.values)
+        assert ints is not None
+        kernel = kernel_from_weight(ints, layer, perm)
+        return kernel_behind_dequantize(edit, layer.quant, kernel, layer.nodes[0]), True
     src = constant_source(layer.weight)
     zero_copy = layer.weight_is_mk and layer.alpha == 1.0 and perm is None
     if zero_copy and src is layer.weight and len(src.outputs) == 1 and reshape_in_place(src, layer.kernel_shape):
@@ -87,12 +95,12 @@ def _kernel(edit: Edit, layer: FcLayer, perm: tuple[int, ...] | None) -> tuple[g
 def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: tuple[int, ...] | None) -> LayerRewrite:
     fc = layer.nodes[0]
     data = source if source is not None else fc.inputs[0]
-    old_shape = constant_shape(layer.weight) or ()
+    old_shape = value_shape(layer.weight) or ()
     kernel, copied = _kernel(edit, layer, perm)
     k = list(layer.kernel_shape[2:])
     inputs = [data, kernel]
     if layer.bias is not None:
-        if layer.beta == 1.0 and constant_shape(layer.bias) == (layer.out_features,):
+        if layer.beta == 1.0 and value_shape(layer.bias) == (layer.out_features,):
             inputs.append(layer.bias)
         else:
             value = constant(layer.bias)

@@ -43,3 +43,4 @@ class FlattenMatch:
     keepdims: gs.Node | None = None  # a reduce to switch to keepdims=1
     reduce_source: gs.Tensor | None = None  # that reduce then reads this channel-first map
     pool: Pool | None = None
+    qdq: tuple[tuple[gs.Node, gs.Node], ...] = ()  # per-tensor (Quantize, Dequantize) pairs after the flatten
