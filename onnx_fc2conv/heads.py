@@ -15,7 +15,7 @@ import onnx_graphsurgeon as gs
 
 from .fc import FcLayer, data_operand, is_candidate, match_fc
 from .graph import is_graph_input, is_output, node_id, node_label, producer, shape, static_tail, users
-from .quantized import activation_pair
+from .quantized import activation_pair, refused_quantized_nodes
 from .rules import FLATTEN_RULES, tail_rules_for
 from .rules.base import Code, Refusal, TailOp, TailWalk, axes_of
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
@@ -299,6 +299,7 @@ def find_heads(graph: gs.Graph, opset: int, *, dense: bool = False, mlp_rank: in
         unique = tuple({id(t): t for t in outputs}.values())
         head = Head(flat, tuple(layers), tuple(tail), unique, flat.feature, linear)
         search.heads.append(densify(head) if dense else head)
+    search.skipped += [Skipped(r.node, r.reason, r.code) for r in refused_quantized_nodes(graph)]
     return search
 
 
