@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import onnx_graphsurgeon as gs
 
 from .graph import node_id, node_label, rank, sole_user
-from .quantized import Dequantized, check_quantized_bias, quantized_weight, value_shape
+from .quantized import Dequantized, check_quantized_bias, match_qgemm, quantized_weight, value_shape
 from .rules.base import Code, Refusal, per_feature_shape, scalar_shape
+
+FC_OPS = frozenset({"Gemm", "MatMul", "QGemm"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,7 +48,7 @@ class FcLayer:
 
 def is_candidate(node: gs.Node) -> bool:
     """Gemm, or MatMul with a constant 2-D operand, on a rank-2 (or unknown-rank) input."""
-    if node.op == "Gemm":
+    if node.op == "Gemm" or (node.op == "QGemm" and node.domain == "com.microsoft"):
         return True
     if node.op != "MatMul" or len(node.inputs) != 2:
         return False
@@ -69,7 +71,15 @@ def match_fc(graph: gs.Graph, node: gs.Node, data: gs.Tensor, first_shape: tuple
     """The FC layer `node` reading `data`; `first_shape` is the (C, *S) its kernel covers."""
     label = node_label(node)
     k_expected = math.prod(first_shape)
-    if node.op == "Gemm":
+    quant = None
+    if node.op == "QGemm":  # integers in, integers out: becomes a QLinearConv (quantized.py)
+        if node.inputs[0] is not data:
+            raise Refusal(Code.WEIGHT_OPERAND, f"{label} reads the head tensor as its weight operand")
+        weight, trans_b, bias = match_qgemm(node, label)
+        wshape = value_shape(weight) or ()
+        m, k = (wshape[0], wshape[1]) if trans_b else (wshape[1], wshape[0])
+        alpha, beta, nodes, output = 1.0, 1.0, (node,), node.outputs[0]
+    elif node.op == "Gemm":
         m, k, weight, trans_b, alpha, bias, beta = _gemm(node, data, label)
         quant = quantized_weight(weight, 0 if trans_b else 1, alpha, label)
         nodes, output = (node,), node.outputs[0]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import onnx_graphsurgeon as gs
 
-from .fc import FcLayer, data_operand, is_candidate, match_fc
+from .fc import FC_OPS, FcLayer, data_operand, is_candidate, match_fc
 from .graph import is_graph_input, is_output, node_id, node_label, producer, shape, static_tail, users
 from .quantized import activation_pair, refused_quantized_nodes
 from .rules import FLATTEN_RULES, tail_rules_for
@@ -224,7 +224,7 @@ def _walk_tail(graph: gs.Graph, opset: int, first: FcLayer, claimed: set[int]):
             if id(user) in walk.visited:
                 continue
             walk.visited.add(id(user))
-            if user.op in ("Gemm", "MatMul") and is_candidate(user):
+            if user.op in FC_OPS and is_candidate(user):
                 layer = match_fc(graph, user, tensor, (width, *([1] * spatial)))
                 layers.append(layer)
                 claimed.update(id(n) for n in layer.nodes)
@@ -348,7 +348,7 @@ def _claim_downstream(node: gs.Node, claimed: set[int]) -> None:
             if id(user) in seen:
                 continue
             seen.add(id(user))
-            if user.op in ("Gemm", "MatMul"):
+            if user.op in FC_OPS:
                 claimed.add(id(user))
             elif user.op not in passable:
                 continue

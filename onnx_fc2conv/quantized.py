@@ -8,6 +8,12 @@ scales along M (axis 0; axis 1 for a `[K, M]` MatMul weight) equals, as a Conv k
 `[M, C, *S]`, transposed behind an NHWC flatten) and the axis is 0, the kernel's output axis:
 each output feature keeps its own integers, scale and zero point. The integers are only moved.
 
+`QGemm(a, a_s, a_z, B, b_s, b_z, C, y_s, y_z)` (com.microsoft, onnxruntime's QOperator format)
+computes `y = requantize(a_s * b_s * ((a - a_z) @ (B' - b_z) + C))` in integers; `QLinearConv`
+takes the same nine operands (bias last) and computes the same per window, so the integer
+weight is rearranged like a float one and every scale and zero point is carried over. A QGemm
+without `y_s` has a float output, which `QLinearConv` has no form of: refused.
+
 A per-tensor pair `DQ(Q(x))` maps every element alone with the same scale and zero point, so
 `DQ(Q(flatten(f))) = flatten(DQ(Q(f)))`: the pair moves onto the map before the first Conv.
 A per-channel pair on the flattened vector has one scale per `(c, h, w)` position, which no
@@ -29,8 +35,9 @@ import onnx_graphsurgeon as gs
 from .graph import Edit, constant, constant_shape, node_id, node_label, producer, users
 from .rules.base import Code, Refusal
 
-# Operators of onnxruntime's QOperator format that hold an FC layer (not rewritten).
-QUANTIZED_FC_OPS = frozenset({"QGemm", "QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat"})
+# Operators of onnxruntime's QOperator format that hold an FC layer and are not rewritten.
+QUANTIZED_FC_OPS = frozenset({"QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat"})
+QGEMM_FLOAT_OUTPUT = "float output"
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +128,29 @@ def kernel_behind_dequantize(edit: Edit, quant: Dequantized, kernel_ints: np.nda
     inputs = [ints, quant.scale, *([quant.zero_point] if quant.zero_point is not None else [])]
     edit.add_node("DequantizeLinear", f"{quant.node.name or 'DequantizeLinear'}_conv", inputs, [out], at=at, **attrs)
     return out
+
+
+def match_qgemm(node: gs.Node, label: str) -> tuple[gs.Tensor, bool, gs.Tensor | None]:
+    """A QGemm with a quantized output: (integer weight, stored [M, K], int32 bias or None)."""
+    operands = [t.name for t in node.inputs] + [""] * (9 - len(node.inputs))
+    if node.attrs.get("transA", 0) or float(node.attrs.get("alpha", 1.0)) != 1.0:
+        raise Refusal(Code.QUANTIZED_SCALING, f"{label} has transA or alpha: no QLinearConv form")
+    if not operands[7]:
+        raise Refusal(Code.QUANTIZED_OPERATOR, f"{label} has a {QGEMM_FLOAT_OUTPUT}: no QLinearConv form")
+    if not all(operands[i] for i in (1, 2, 4, 5, 8)):
+        raise Refusal(Code.QUANTIZED_OPERATOR, f"{label} lacks a zero point: QLinearConv needs every one")
+    if any(constant_shape(node.inputs[i]) is None for i in (3, 4, 5)):
+        raise Refusal(Code.NOT_CONSTANT, f"{label}: its weight, scale or zero point is not a constant")
+    bias = node.inputs[6] if operands[6] else None
+    return node.inputs[3], bool(node.attrs.get("transB", 0)), bias
+
+
+def qlinear_conv(qgemm: gs.Node, data: gs.Tensor, kernel: gs.Tensor, window: list[int]) -> gs.Node:
+    """The QLinearConv of a QGemm: its operands in QLinearConv's order, `kernel` the rearranged weight."""
+    _, a_s, a_z, _, b_s, b_z, bias, y_s, y_z = [*qgemm.inputs, *[None] * (9 - len(qgemm.inputs))]
+    inputs = [data, a_s, a_z, kernel, b_s, b_z, y_s, y_z, *([bias] if bias is not None and bias.name else [])]
+    attrs = {"kernel_shape": window, "strides": [1] * len(window), "pads": [0] * 2 * len(window)}
+    return gs.Node("QLinearConv", qgemm.name, attrs, inputs=inputs)
 
 
 # -- activations -----------------------------------------------------------------------------------

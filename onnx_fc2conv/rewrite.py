@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 from .fc import FcLayer
 from .graph import Edit, constant, constant_source, reshape_in_place, shape
 from .heads import Head
-from .quantized import hoist_pairs, kernel_behind_dequantize, value_shape
+from .quantized import hoist_pairs, kernel_behind_dequantize, qlinear_conv, value_shape
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: t
     kernel, copied = _kernel(edit, layer, perm)
     k = list(layer.kernel_shape[2:])
     inputs = [data, kernel]
-    if layer.bias is not None:
+    if layer.bias is not None and layer.op != "QGemm":
         if layer.beta == 1.0 and value_shape(layer.bias) == (layer.out_features,):
             inputs.append(layer.bias)
         else:
@@ -109,7 +109,12 @@ def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: t
                 edit.constant(f"{layer.bias.name}_conv", bias_from_constant(value, layer.beta, layer.out_features))
             )
     output = layer.output
-    conv = gs.Node("Conv", fc.name, {"kernel_shape": k, "strides": [1] * len(k), "pads": [0] * 2 * len(k)})
+    if layer.op == "QGemm":
+        conv = qlinear_conv(fc, data, kernel, k)
+        inputs = list(conv.inputs)
+        conv.inputs.clear()
+    else:
+        conv = gs.Node("Conv", fc.name, {"kernel_shape": k, "strides": [1] * len(k), "pads": [0] * 2 * len(k)})
     edit.insert(conv, fc)
     for node in layer.nodes:  # the FC (and the bias Add of MatMul+Add) go; the Conv takes the output
         node.outputs.clear()

@@ -111,8 +111,9 @@ def test_golden_qdq_verifies_at_batch_2_and_two_larger_sizes(name: str) -> None:
     [
         ("ort_dyn_vgg_small.onnx", "dynamic-quantization", "DynamicQuantizeLinear '/classifier/classifier.4/Relu"),
         ("ort_dyn_resnet_gap.onnx", "dynamic-quantization", "DynamicQuantizeLinear '/Flatten_output_0_Quantize"),
-        ("ort_qop_vgg_small.onnx", "quantized-operator", "QGemm '/classifier/classifier.6/Gemm_quant'"),
-        ("ort_qop_resnet_gap.onnx", "quantized-operator", "QGemm '/fc/Gemm_quant'"),
+        ("ort_dyn_vgg_small.onnx", "quantized-operator", "MatMulInteger '/classifier/classifier.6/Gemm_MatMul_quant'"),
+        # the pool is com.microsoft's QLinearGlobalAveragePool: shape inference leaves its output unknown
+        ("ort_qop_resnet_gap.onnx", "unknown-shape", "the shape of its input '/avgpool/GlobalAveragePool_output_0_q"),
     ],
 )
 def test_dynamic_and_operator_quantization_are_refused_naming_the_node(name: str, code: str, node: str) -> None:
@@ -120,7 +121,37 @@ def test_dynamic_and_operator_quantization_are_refused_naming_the_node(name: str
     assert code in {s.code.value for s in found.skipped}
     with pytest.raises(NotConvertibleError) as caught:
         onnx_fc2conv.convert(str(MODELS / name))
-    assert node in str(caught.value)
+    assert any(node in reason for reason in caught.value.reasons)
+    if code == "dynamic-quantization":  # it leads the message
+        assert str(caught.value).startswith("no FC head can be rewritten exactly: DynamicQuantizeLinear '")
+
+
+def test_golden_qoperator_qgemm_becomes_qlinearconv_on_the_same_integers() -> None:
+    original = onnx.load(str(MODELS / "ort_qop_vgg_small.onnx"))
+    result = convert(original)
+    head = [n for n in result.model.graph.node if n.op_type == "QLinearConv"][-3:]
+    assert not any(n.op_type == "QGemm" for n in result.model.graph.node)
+    assert [n.input[3] for n in head] == [f"classifier.{i}.weight_quantized" for i in (0, 3, 6)]
+    for node in head:  # same operands, QLinearConv's order; the int8 weight only gets new dims
+        kernel = initializer(result.model, node.input[3])
+        before = initializer(original, node.input[3])
+        assert kernel.dtype == np.int8 and kernel.ndim == 4
+        np.testing.assert_array_equal(kernel.reshape(before.shape), before)
+        stem = node.input[3].removesuffix("_quantized")
+        assert list(node.input[4:6]) == [f"{stem}_scale", f"{stem}_zero_point"]
+        assert node.input[8] == f"{stem.removesuffix('.weight')}.bias_quantized"
+    units = {c.allowed for c in result.verification.comparisons}
+    assert any("is quantized" in n for n in result.verification.notes) and units
+
+
+def test_qgemm_with_a_float_output_is_refused() -> None:
+    model = onnx.load(str(MODELS / "ort_qop_vgg_small.onnx"))
+    last = next(n for n in model.graph.node if n.op_type == "QGemm" and n.output[0] == "output_quantized")
+    del last.input[7:]  # no output scale: QGemm dequantizes to float
+    found = onnx_fc2conv.inspect(model)
+    assert [(s.code.value, s.reason) for s in found.skipped] == [
+        ("quantized-operator", "QGemm '/classifier/classifier.6/Gemm_quant' has a float output: no QLinearConv form")
+    ]
 
 
 def _refusal(model: onnx.ModelProto) -> tuple[str, str]:
