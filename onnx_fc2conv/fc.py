@@ -13,7 +13,14 @@ from dataclasses import dataclass
 import onnx_graphsurgeon as gs
 
 from .graph import node_id, node_label, rank, sole_user
-from .quantized import Dequantized, check_quantized_bias, match_qgemm, quantized_weight, value_shape
+from .quantized import (
+    Dequantized,
+    check_quantized_bias,
+    match_qgemm,
+    quantization_of,
+    quantized_weight,
+    value_shape,
+)
 from .rules.base import Code, Refusal, per_feature_shape, scalar_shape
 
 FC_OPS = frozenset({"Gemm", "MatMul", "QGemm"})
@@ -40,6 +47,13 @@ class FcLayer:
     @property
     def parameters(self) -> int:
         return math.prod(self.kernel_shape) + (self.out_features if self.bias is not None else 0)
+
+    @property
+    def quantization(self) -> str:
+        """'' for a float weight; else its integer type, per-tensor or per-channel, scales' shape."""
+        if self.op == "QGemm":
+            return quantization_of(self.weight, self.nodes[0].inputs[4])
+        return "" if self.quant is None else quantization_of(self.quant.values, self.quant.scale)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -80,6 +80,13 @@ def dequantized(tensor: gs.Tensor) -> Dequantized | None:
     return Dequantized(node, values, scale, zero, axis)
 
 
+def quantization_of(values: gs.Tensor, scale: gs.Tensor) -> str:
+    """How a weight is quantized, for reports: its type, per-tensor or per-channel, scales' shape."""
+    ints, scales = constant(values), constant_shape(scale) or ()
+    kind = "per-tensor" if int(np.prod(scales)) == 1 else "per-channel"
+    return f"{'?' if ints is None else ints.dtype} {kind}, scales {list(scales)}"
+
+
 def value_shape(tensor: gs.Tensor) -> tuple[int, ...] | None:
     """The shape of a constant, or of a constant behind `DequantizeLinear`."""
     found = constant_shape(tensor)

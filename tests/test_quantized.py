@@ -213,3 +213,19 @@ def test_uint8_output_of_quantize_linear_is_compared_within_one_unit() -> None:
     model = image_model(head, spatial=(5, 4), batch=1, out_elem=TensorProto.UINT8)
     result = convert(model, sizes=((9, 7),))
     assert all(c.allowed == 1.0 for c in result.verification.comparisons)
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("ort_qdq_pc_vgg_small.onnx", ["int8 per-channel, scales [64]"] * 2 + ["int8 per-channel, scales [10]"]),
+        ("ort_qdq_pt_vgg_small.onnx", ["int8 per-tensor, scales []"] * 3),
+        ("ort_qop_vgg_small.onnx", ["int8 per-tensor, scales []"] * 3),
+    ],
+)
+def test_inspect_shows_the_quantization_of_each_layer(name: str, shown: list[str]) -> None:
+    from onnx_fc2conv.report import head_dict, head_lines
+
+    head = onnx_fc2conv.inspect(str(MODELS / name)).heads[0]
+    assert [layer["quantization"] for layer in head_dict(head)["layers"]] == shown
+    assert all(f"({text})" in line for text, line in zip(shown, head_lines(1, head)[3:6], strict=True))
