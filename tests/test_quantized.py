@@ -77,7 +77,8 @@ def _written_weights(model: onnx.ModelProto) -> list[tuple[np.ndarray, str, str,
         if node.op_type == "Conv" and node.input[1] in producers:
             dq = producers[node.input[1]]
             axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-            found.append((initializer(model, dq.input[0]), dq.input[1], dq.input[2], axis))
+            zero = dq.input[2] if len(dq.input) > 2 else ""
+            found.append((initializer(model, dq.input[0]), dq.input[1], zero, axis))
     return found
 
 
@@ -229,3 +230,24 @@ def test_inspect_shows_the_quantization_of_each_layer(name: str, shown: list[str
     head = onnx_fc2conv.inspect(str(MODELS / name)).heads[0]
     assert [layer["quantization"] for layer in head_dict(head)["layers"]] == shown
     assert all(f"({text})" in line for text, line in zip(shown, head_lines(1, head)[3:6], strict=True))
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_qdq_matmul_weight_is_transposed_as_integers(per_channel: bool) -> None:
+    """`MatMul(x, DQ(W [K, M], axis 1)) + b`: the kernel is `W.T` as int8, its axis moved to 0."""
+    stored: dict[str, np.ndarray] = {}
+
+    def head(g: GraphBuilder, flat: str, k: int) -> str:
+        rng = np.random.default_rng(3)
+        stored["w"] = rng.integers(-127, 128, (k, 5)).astype(np.int8)
+        scale = (rng.uniform(0.002, 0.02, 5) if per_channel else np.array(0.01)).astype(np.float32)
+        w = g.op("DequantizeLinear", [g.const("w_q", stored["w"]), g.const("w_s", scale)], axis=1)
+        x = _pair(g, flat, ACT_SCALE, np.array(0, np.uint8))
+        y = g.op("Add", [g.op("MatMul", [x, w]), g.const("b", rng.standard_normal(5).astype(np.float32))])
+        return _pair(g, y, np.array(0.03, np.float32), np.array(128, np.uint8))
+
+    result = convert(image_model(head, spatial=(5, 4), batch=1), sizes=((9, 7),))
+    ((ints, _, _, axis),) = [w for w in _written_weights(result.model) if w[0].shape[0] == 5]
+    assert ints.shape == (5, 4, 4, 3) and ints.dtype == np.int8
+    np.testing.assert_array_equal(ints.reshape(5, -1), stored["w"].T)
+    assert axis == (0 if per_channel else 1)
