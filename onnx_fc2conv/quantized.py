@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .graph import Edit, constant, constant_shape, node_id, node_label, producer, users
+from .graph import Edit, constant, constant_shape, node_id, node_label, producer
 from .rules.base import Code, Refusal
 
 # Operators of onnxruntime's QOperator format that hold an FC layer and are not rewritten.
@@ -162,36 +162,20 @@ def qlinear_conv(qgemm: gs.Node, data: gs.Tensor, kernel: gs.Tensor, window: lis
 
 # -- activations -----------------------------------------------------------------------------------
 
-
-def activation_pair(data: gs.Tensor, label: str) -> tuple[gs.Node, gs.Node] | None:
-    """`data = DQ(Q(x))` on the flattened vector, read only by FC layers: the (Q, DQ) pair.
-    Per-tensor pairs commute with the flatten; per-channel ones are refused."""
-    dq = producer(data)
-    if dq is None or dq.op != "DequantizeLinear" or not dq.inputs:
-        return None
-    q = producer(dq.inputs[0])
-    if q is None or q.op != "QuantizeLinear" or len(users(dq.inputs[0])) != 1:
-        return None
-    for node in (q, dq):
-        sshape = constant_shape(node.inputs[1]) if len(node.inputs) > 1 else None
-        if sshape is None:
-            return None
-        if int(np.prod(sshape)) != 1:
-            raise Refusal(
-                Code.QDQ_PER_CHANNEL,
-                f"{node_label(node)} before {label} quantizes the flattened vector per channel: "
-                "one scale per (channel, position) has no per-channel form on the map",
-            )
-    return q, dq
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
-def hoist_pairs(pairs: tuple[tuple[gs.Node, gs.Node], ...], feature: gs.Tensor) -> gs.Tensor:
-    """Move the per-tensor pairs from the flattened vector onto the map; the tensor after them."""
-    pairs[0][0].inputs[0] = feature
-    for q, dq in pairs:
-        for tensor in (q.outputs[0], dq.outputs[0]):
-            tensor.shape = None  # now a map: re-inferred on write-back
-    return pairs[-1][1].outputs[0]
+def refuse_per_channel_pair(node: gs.Node, label: str) -> None:
+    """A Quantize/Dequantize on the flattened vector must be per-tensor to move onto the map."""
+    if node.op not in QDQ_OPS or len(node.inputs) < 2:
+        return
+    scale = constant_shape(node.inputs[1])
+    if scale is not None and int(np.prod(scale)) != 1:
+        raise Refusal(
+            Code.QDQ_PER_CHANNEL,
+            f"{node_label(node)} before {label} quantizes the flattened vector per channel: "
+            "one scale per (channel, position) has no per-channel form on the map",
+        )
 
 
 # -- refusals --------------------------------------------------------------------------------------
