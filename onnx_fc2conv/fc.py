@@ -43,17 +43,11 @@ class FcLayer:
     kernel_shape: tuple[int, ...]
     output: gs.Tensor
     quant: Dequantized | None = None  # the weight is DequantizeLinear of these integers
+    quantization: str = ""  # for reports: integer type, per-tensor or per-channel, scales' shape
 
     @property
     def parameters(self) -> int:
         return math.prod(self.kernel_shape) + (self.out_features if self.bias is not None else 0)
-
-    @property
-    def quantization(self) -> str:
-        """'' for a float weight; else its integer type, per-tensor or per-channel, scales' shape."""
-        if self.op == "QGemm":
-            return quantization_of(self.weight, self.nodes[0].inputs[4])
-        return "" if self.quant is None else quantization_of(self.quant.values, self.quant.scale)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -125,8 +119,15 @@ def match_fc(graph: gs.Graph, node: gs.Node, data: gs.Tensor, first_shape: tuple
     return FcLayer(
         nodes=nodes, op=op, weight=weight, weight_is_mk=trans_b, alpha=alpha, bias=bias, beta=beta,
         in_features=k, out_features=m, input_shape=first_shape, kernel_shape=kernel, output=output,
-        quant=quant,
+        quant=quant, quantization=_quantization(node, weight, quant),
     )  # fmt: skip
+
+
+def _quantization(node: gs.Node, weight: gs.Tensor, quant: Dequantized | None) -> str:
+    """Read at match time: the rewrite empties the FC node."""
+    if node.op == "QGemm":
+        return quantization_of(weight, node.inputs[4])
+    return "" if quant is None else quantization_of(quant.values, quant.scale)
 
 
 def _gemm(node: gs.Node, data: gs.Tensor, label: str):

@@ -132,13 +132,14 @@ def test_golden_qoperator_qgemm_becomes_qlinearconv_on_the_same_integers() -> No
     result = convert(original)
     head = [n for n in result.model.graph.node if n.op_type == "QLinearConv"][-3:]
     assert not any(n.op_type == "QGemm" for n in result.model.graph.node)
-    assert [n.input[3] for n in head] == [f"classifier.{i}.weight_quantized" for i in (0, 3, 6)]
-    for node in head:  # same operands, QLinearConv's order; the int8 weight only gets new dims
+    names = [n.input[3].removesuffix("_conv") for n in head]  # reshaped in place or copied
+    assert names == [f"classifier.{i}.weight_quantized" for i in (0, 3, 6)]
+    for node, name in zip(head, names, strict=True):  # same operands in QLinearConv's order
         kernel = initializer(result.model, node.input[3])
-        before = initializer(original, node.input[3])
+        before = initializer(original, name)
         assert kernel.dtype == np.int8 and kernel.ndim == 4
         np.testing.assert_array_equal(kernel.reshape(before.shape), before)
-        stem = node.input[3].removesuffix("_quantized")
+        stem = name.removesuffix("_quantized")
         assert list(node.input[4:6]) == [f"{stem}_scale", f"{stem}_zero_point"]
         assert node.input[8] == f"{stem.removesuffix('.weight')}.bias_quantized"
     units = {c.allowed for c in result.verification.comparisons}
@@ -251,3 +252,11 @@ def test_qdq_matmul_weight_is_transposed_as_integers(per_channel: bool) -> None:
     assert ints.shape == (5, 4, 4, 3) and ints.dtype == np.int8
     np.testing.assert_array_equal(ints.reshape(5, -1), stored["w"].T)
     assert axis == (0 if per_channel else 1)
+
+
+def test_the_conversion_report_shows_the_quantization_after_the_rewrite() -> None:
+    from onnx_fc2conv.report import conversion_payload
+
+    result = onnx_fc2conv.convert(str(MODELS / "ort_qop_vgg_small.onnx"), onnx_fc2conv.ConvertOptions(verify=False))
+    layers = conversion_payload(result)["heads"][0]["layers"]
+    assert [layer["quantization"] for layer in layers] == ["int8 per-tensor, scales []"] * 3
