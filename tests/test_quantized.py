@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from builders import GraphBuilder, convert, image_model, initializer, ops
+from builders import GraphBuilder, convert, dims, image_model, initializer, ops
 from onnx import TensorProto
 
 import onnx_fc2conv
@@ -142,8 +142,9 @@ def test_golden_qoperator_qgemm_becomes_qlinearconv_on_the_same_integers() -> No
         stem = name.removesuffix("_quantized")
         assert list(node.input[4:6]) == [f"{stem}_scale", f"{stem}_zero_point"]
         assert node.input[8] == f"{stem.removesuffix('.weight')}.bias_quantized"
-    units = {c.allowed for c in result.verification.comparisons}
-    assert any("is quantized" in n for n in result.verification.notes) and units
+    assert any("is quantized" in n for n in result.verification.notes)
+    # onnxruntime's symbolic inference does not know QLinearConv; onnx's own gives the class count
+    assert dims(result.model.graph.output[0]) == ["batch", 10, "out_height", "out_width"]
 
 
 def test_qgemm_with_a_float_output_is_refused() -> None:
