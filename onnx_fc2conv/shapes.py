@@ -228,6 +228,29 @@ def infer_shapes(model: onnx.ModelProto, *, for_analysis: bool = True) -> None:
         new = by_name.get(out.name)
         if new is not None and new.type.HasField("tensor_type") and new.type.tensor_type.HasField("shape"):
             out.type.CopyFrom(new.type)
+    _fixed_dims_from_onnx(model)
+
+
+def _fixed_dims_from_onnx(model: onnx.ModelProto) -> None:
+    """Output dims the symbolic pass made up (after an op it does not know, such as QLinearConv)
+    but onnx's own inference fixes: the fixed size is declared."""
+    if all(all(isinstance(d, int) for d in value_info_dims(o) or ()) for o in model.graph.output):
+        return
+    skel = skeleton(model)
+    skel.graph.ClearField("value_info")
+    try:
+        fixed = {
+            o.name: value_info_dims(o) for o in onnx.shape_inference.infer_shapes(skel, strict_mode=False).graph.output
+        }
+    except Exception:  # onnx's inference is only a second opinion here
+        return
+    for out in model.graph.output:
+        dims, known = value_info_dims(out), fixed.get(out.name)
+        if dims is None or known is None or len(dims) != len(known):
+            continue
+        merged = [k if isinstance(k, int) and not isinstance(d, int) else d for d, k in zip(dims, known, strict=True)]
+        if merged != list(dims):
+            set_value_info_dims(out, merged)
 
 
 def clear_output_shapes(model: onnx.ModelProto, outputs: set[str]) -> dict[str, int]:
