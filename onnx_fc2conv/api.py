@@ -316,6 +316,12 @@ def _require_a_conversion_of(original: onnx.ModelProto, converted: onnx.ModelPro
         raise UsageError(
             f"the models' inputs differ ({first} and {second}): the second is not a conversion of the first"
         )
+    claims = {p.key: p.value for p in converted.metadata_props}
+    if claims.get("onnx_fc2conv.valid_sizes", "").endswith("(static shapes)"):
+        raise UsageError(
+            "the second model was written with static shapes (--input-size) and verified then; "
+            "verify the dynamic conversion instead"
+        )
     if all(ours[n] == theirs[n] for n in ours):
         shapes = "; ".join(f"'{n}' {list(d)}" for n, d in theirs.items())
         raise UsageError(f"the second model has the original's fixed input shape ({shapes}): convert it first")
