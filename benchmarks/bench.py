@@ -524,8 +524,8 @@ def _trace_stages(verify: bool) -> list[str]:
 
     def wrap(owner, name: str, label: str) -> None:
         fn = getattr(owner, name, None)
-        if fn is None:
-            return
+        if fn is None:  # a renamed stage must not drop out of the trace unnoticed
+            raise SystemExit(f"stage trace: {owner.__name__}.{name} does not exist; update _trace_stages")
 
         @functools.wraps(fn)
         def traced(*args, **kwargs):
@@ -549,13 +549,14 @@ def _trace_stages(verify: bool) -> list[str]:
         return lines
     wrap(onnx, "load_model", "onnx.load_model (read + parse)")
     wrap(fio, "_check_tensor_sizes", "files._check_tensor_sizes (sizes from the wire scan)")
-    wrap(api, "_analyse", "api._analyse (names, shape inference, head search)")
+    wrap(api, "_analyse", "api._analyse (shape inference, graph import, head search)")
+    wrap(api, "write_back", "api.write_back (graph back to the model)")
     wrap(api, "rewrite_head", "rewrite_head")
     wrap(api, "infer_shapes", "api.infer_shapes (skeleton)")
     wrap(fio, "save_model", "files.save_model")
     wrap(onnx.ModelProto, "ByteSize", "ModelProto.ByteSize")
     wrap(onnx, "save_model", "onnx.save_model (serialize + write)")
-    wrap(api, "_check_file", "api._check_file (checker on the written file)")
+    wrap(api, "_check", "api._check (checker before writing)")
     return lines
 
 

@@ -8,14 +8,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
+import onnx_graphsurgeon as gs
 
 from . import files
-from .backbone import BackboneFix, fix_baked_sizes
+from .backbone import BackboneFix, plan_backbone
+from .batch import plan_batch
 from .errors import ModelLoadError, NotConvertibleError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
-from .graph import GraphIndex, node_label
+from .graph import Edit, ancestors, import_graph, node_label, opset_version, shape, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
-from .rewrite import LayerRewrite, remove_dead_nodes, rewrite_head
+from .layout import InputLayout, trace_layout
+from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
     RelaxedInput,
@@ -85,7 +88,7 @@ class Inspection:
     skipped: list[Skipped]
     candidates: int
     backbone_fixes: list[BackboneFix]
-    backbone_refusals: list[str]
+    backbone_refusals: list[Skipped]
     input_shapes: dict[str, tuple]
     opset: int
     geometry: dict[str, Geometry | str] = field(default_factory=dict)
@@ -102,42 +105,30 @@ def _load(source: ModelSource, *, copy: bool) -> onnx.ModelProto:
     return files.load_model(source)
 
 
-def _unique_node_names(model: onnx.ModelProto) -> None:
-    """Matching refers to nodes by name: give unnamed or clashing nodes a unique one."""
-    seen: set[str] = set()
-    for i, node in enumerate(model.graph.node):
-        name = node.name
-        if not name or name in seen:
-            base = f"{node.op_type}_{i}"
-            name = base
-            k = 1
-            while name in seen:
-                name, k = f"{base}_{k}", k + 1
-            node.name = name
-        seen.add(name)
-
-
-def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[GraphIndex, HeadSearch]:
-    _unique_node_names(model)
+def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph, HeadSearch]:
     try:
         infer_shapes(model)
     except Exception as exc:  # shape inference reports malformed graphs in its own exception types
         raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
-    ix = GraphIndex(model)
-    return ix, find_heads(model, dense=options.dense, mlp_rank=options.mlp_spatial_rank, ix=ix)
+    graph = import_graph(model)
+    search = find_heads(graph, opset_version(model), dense=options.dense, mlp_rank=options.mlp_spatial_rank)
+    return graph, search
 
 
 def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:
     """What convert() would do, without changing anything."""
     options = options or ConvertOptions()
     model = _load(source, copy=True)
-    ix, search = _analyse(model, options)
-    fixes, refusals = fix_baked_sizes(model, ix, search.heads, dry_run=True)
-    inputs = {name: ix.shapes.get(name, ()) for name in ix.graph_inputs}
+    graph, search = _analyse(model, options)
+    plan = plan_backbone(graph, search.heads)
+    inputs = {t.name: shape(t) or () for t in graph.inputs}
     geometry: dict[str, Geometry | str] = {}
-    if not search.skipped and not refusals:
+    if not search.skipped and not plan.refusals:
         geometry = _convert_in_place(model, replace(options, verify=False)).geometry
-    return Inspection(search.heads, search.skipped, search.candidates, fixes, refusals, inputs, ix.opset, geometry)
+    opset = opset_version(model)
+    return Inspection(
+        search.heads, search.skipped, search.candidates, plan.fixes, plan.refusals, inputs, opset, geometry
+    )
 
 
 def window_geometry(source: ModelSource, options: ConvertOptions | None = None) -> dict[str, Geometry | str]:
@@ -192,59 +183,83 @@ def _failure_line(report: VerificationReport) -> str:
     if report.checker != "passed":
         return f"the converted model fails the ONNX checker: {report.checker.removeprefix('failed: ')}"
     worst = report.failures[0]
-    detail = worst.note or f"max abs error {worst.max_abs:.3g}, max rel error {worst.max_rel:.3g}"
+    detail = worst.note or f"max abs error {worst.max_abs:.3g}, {worst.ratio:.3g}x the allowed {worst.allowed:.3g}"
     return f"verification FAILED: output '{worst.output}' ({worst.check}, input {list(worst.input_shape)}): {detail}"
 
 
 def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:
-    ix, search = _analyse(model, options)
+    graph, search = _analyse(model, options)
     if search.skipped:
         reasons = [f"{s.node}: {s.reason}" for s in search.skipped]
         total = search.candidates
         what = "no FC head" if not search.heads else f"{len(search.skipped)} of {total} FC heads"
         # the candidate nearest the outputs (the classifier, in a transformer) leads the message
         raise NotConvertibleError(f"{what} can be rewritten exactly: {search.skipped[-1].reason}", reasons)
-    fixes, refusals = fix_baked_sizes(model, ix, search.heads, dry_run=False)
-    if refusals:
-        raise NotConvertibleError(refusals[0], refusals)
+    plan = plan_backbone(graph, search.heads)
+    if plan.refusals:
+        raise NotConvertibleError(plan.refusals[0].reason, [r.reason for r in plan.refusals])
     notices: list[str] = []
-    rewrites = [HeadRewrite(head, tuple(rewrite_head(model, ix, head))) for head in search.heads]
-    removed = remove_dead_nodes(model)
-    mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.kind == "mlp"}
-    feeders = _image_inputs(ix, search.heads)
-    relaxed = relax_inputs(model, GraphIndex(model), options.dim_names, mlp_inputs, feeders)
+    output_names = [t.name for t in graph.outputs]
+    edit = Edit(graph)
+    for fix in plan.fixes:
+        fix.apply(edit)
+    original_nodes = {id(n) for n in graph.nodes}
+    rewrites = [HeadRewrite(head, tuple(rewrite_head(edit, head))) for head in search.heads]
+    graph.cleanup(remove_unused_graph_inputs=False)
+    layouts = _input_layouts(graph, search.heads)  # after the rewrite: a head's Conv gives meaning too
+    batch = plan_batch(graph, layouts)
+    for fix in batch.fixes:
+        fix.apply(edit)
+    if batch.pins:
+        layouts = {name: replace(layout, batch=None) for name, layout in layouts.items()}
+        notices.append(f"the batch stays as exported: {batch.pins[0].reason}")
+    write_back(graph, model)
+    replaced = sum(len(layer.nodes) for head in search.heads for layer in head.layers)
+    removed = len(original_nodes - {id(n) for n in graph.nodes}) - replaced
+    mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.reads_input}
+    relaxed = relax_inputs(model, layouts, options.dim_names, mlp_inputs)
     if not search.heads:
         notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
     for head in search.heads:
         if options.dense and not head.dense:
             why = "it has no global pool" if head.pool is None else "ops sit between the pool and the FC layers"
-            notices.append(f"head {head.layers[0].nodes[0]}: dense mode does not apply ({why}); rewritten as usual")
+            notices.append(f"head {head.name}: dense mode does not apply ({why}); rewritten as usual")
     head_outputs = {
-        out: (options.mlp_spatial_rank if h.kind == "mlp" else h.spatial_rank)
-        for h in search.heads
-        for out in h.outputs
+        out: (options.mlp_spatial_rank if h.reads_input else h.spatial_rank) for h in search.heads for out in h.outputs
     }
-    ranks = clear_output_shapes(model, set(ix.graph_outputs))  # every output may depend on the new dims
+    ranks = clear_output_shapes(model, set(output_names))  # every output may depend on the new dims
     infer_shapes(model)
     restore_output_ranks(model, ranks)
     name_output_dims(model, head_outputs, options.dim_names)
     _set_mode(model, options)
     for head in search.heads:
-        log.info("head %s: %s -> Conv", head.layers[0].nodes[0], head.description)
+        log.info("head %s: %s -> Conv", head.name, head.description)
     geometry = output_geometry(model)
-    return ConversionResult(model, rewrites, relaxed, fixes, notices, removed_nodes=removed, geometry=geometry)
+    return ConversionResult(
+        model, rewrites, relaxed, plan.fixes + batch.fixes, notices, removed_nodes=removed, geometry=geometry
+    )
 
 
-def _image_inputs(ix: GraphIndex, heads: list[Head]) -> set[str] | None:
-    """Inputs the heads' feature maps depend on (None: relax every image input)."""
-    if not heads:
-        return None
-    needed = {h.feature for h in heads}
-    found = set()
-    for node in ix.ancestors(needed):
-        found.update(i for i in node.input if i in ix.graph_inputs)
-    found.update(n for n in needed if n in ix.graph_inputs)
-    return found
+def _input_layouts(graph: gs.Graph, heads: list[Head]) -> dict[str, InputLayout]:
+    """The layout of every image input the heads' maps depend on (every image input when there
+    is no head); an image input whose axes cannot be traced is refused by name."""
+    needed = [h.flatten.feature for h in heads if not h.reads_input]
+    if heads:
+        feeding = {id(t) for t in needed} | {id(t) for n in ancestors(needed) for t in n.inputs}
+        candidates = [t for t in graph.inputs if id(t) in feeding]
+    else:
+        candidates = list(graph.inputs)
+    layouts = {}
+    for tensor in candidates:
+        if len(shape(tensor) or ()) < 3:
+            continue
+        layout = trace_layout(tensor)
+        if layout is None:
+            raise NotConvertibleError(
+                f"input '{tensor.name}': its batch and spatial axes cannot be traced to a Conv or pool"
+            )
+        layouts[tensor.name] = layout
+    return layouts
 
 
 def _set_mode(model: onnx.ModelProto, options: ConvertOptions) -> None:

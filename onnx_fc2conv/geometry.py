@@ -14,10 +14,17 @@ import math
 from dataclasses import dataclass
 
 import onnx
+import onnx_graphsurgeon as gs
 
-from .graph import GraphIndex, attr
-from .heads import CLASS_AXIS_OPS, ELEMENTWISE_BINARY, ELEMENTWISE_UNARY, INDEX_OPS
+from .graph import ancestors, attr, import_graph, node_label, shape
+from .rules.tail_class_axis import INDEX as INDEX_OPS
+from .rules.tail_class_axis import NORMALISING as CLASS_AXIS_OPS
+from .rules.tail_elementwise import Elementwise
+from .rules.tail_per_feature import PerFeature
 from .shapes import input_spatial_axes
+
+ELEMENTWISE_UNARY = Elementwise.ops
+ELEMENTWISE_BINARY = PerFeature.ops - {"BatchNormalization"}
 
 _WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
 _CHANNEL_OPS = (
@@ -88,91 +95,86 @@ class Geometry:
         }
 
 
-def _pads(
-    node: onnx.NodeProto, ix: GraphIndex, n: int, kernel: list[int], strides: list[int], dil: list[int]
-) -> list[int]:
+def _pads(node: gs.Node, n: int, kernel: list[int], strides: list[int], dil: list[int]) -> list[int]:
     pads = attr(node, "pads")
     if pads:
         return list(pads[:n])
     auto = attr(node, "auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto in ("SAME_UPPER", "SAME_LOWER"):
-        shape = ix.shape(node.input[0])
-        if shape is None or not all(isinstance(d, int) for d in shape[2:]):
-            raise GeometryError(f"{node.op_type} '{node.name}' uses auto_pad={auto} on an unknown size")
+        dims = shape(node.inputs[0])
+        if dims is None or not all(isinstance(d, int) for d in dims[2:]):
+            raise GeometryError(f"{node_label(node)} uses auto_pad={auto} on an unknown size")
         out = []
-        for size, k, s, d in zip(shape[2:], kernel, strides, dil, strict=True):
+        for size, k, s, d in zip(dims[2:], kernel, strides, dil, strict=True):
             total = max((math.ceil(size / s) - 1) * s + d * (k - 1) + 1 - size, 0)
             out.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
         return out
     return [0] * n
 
 
-def _window(node: onnx.NodeProto, ix: GraphIndex, axes: list[Axis | None]) -> list[Axis | None]:
+def _window(node: gs.Node, axes: list[Axis | None]) -> list[Axis | None]:
     spatial = axes[2:]
     n = len(spatial)
     kernel = attr(node, "kernel_shape")
-    if kernel is None and node.op_type == "Conv":
-        wshape = ix.shape(node.input[1])
+    if kernel is None and node.op == "Conv":
+        wshape = shape(node.inputs[1])
         kernel = list(wshape[2:]) if wshape else None
     if kernel is None:
-        raise GeometryError(f"{node.op_type} '{node.name}' has no known kernel shape")
+        raise GeometryError(f"{node_label(node)} has no known kernel shape")
     strides = list(attr(node, "strides", [1] * n))
     dil = list(attr(node, "dilations", [1] * n))
-    pads = _pads(node, ix, n, list(kernel), strides, dil)
+    pads = _pads(node, n, list(kernel), strides, dil)
     out: list[Axis | None] = list(axes[:2])
     for a, k, s, p, d in zip(spatial, kernel, strides, pads, dil, strict=True):
         if a is None:
-            raise GeometryError(f"{node.op_type} '{node.name}' slides over an axis that is not spatial")
+            raise GeometryError(f"{node_label(node)} slides over an axis that is not spatial")
         out.append(a.through(int(k), int(s), int(p), int(d)))
     return out
 
 
-def propagate(
-    model: onnx.ModelProto, ix: GraphIndex | None = None
-) -> tuple[dict[str, list[Axis | None]], dict[str, str]]:
+def propagate(graph: gs.Graph) -> tuple[dict[str, list[Axis | None]], dict[str, str]]:
     """Per tensor that keeps spatial axes, the geometry of each axis; and why others have none."""
-    ix = ix or GraphIndex(model)
     geo: dict[str, list[Axis | None]] = {}
     errors: dict[str, str] = {}
-    for name in ix.graph_inputs:
-        shape = ix.shape(name)
-        if shape is None or len(shape) < 3:
+    for tensor in graph.inputs:
+        dims = shape(tensor)
+        if dims is None or len(dims) < 3:
             continue
-        axes: list[Axis | None] = [None] * len(shape)
-        for a in input_spatial_axes(ix, name, len(shape)):
+        axes: list[Axis | None] = [None] * len(dims)
+        for a in input_spatial_axes(tensor):
             axes[a] = Axis(1, 0, 1, a)
-        geo[name] = axes
-    for node in model.graph.node:
-        broken = next((errors[i] for i in node.input if i in errors), None)
+        geo[tensor.name] = axes
+    for node in graph.nodes:
+        broken = next((errors[t.name] for t in node.inputs if t.name in errors), None)
         if broken is not None:  # a window whose geometry is unknown poisons everything after it
-            for o in node.output:
-                errors[o] = broken
+            for o in node.outputs:
+                errors[o.name] = broken
             continue
-        ins = [geo[i] for i in node.input if i in geo]
+        ins = [geo[t.name] for t in node.inputs if t.name in geo]
         if not ins:
             continue
         try:
-            out = _through(node, ix, ins, geo)
+            out = _through(node, ins, geo)
         except GeometryError as exc:
-            for o in node.output:
-                errors[o] = str(exc)
+            for o in node.outputs:
+                errors[o.name] = str(exc)
             continue
         if out is not None:
-            for o in node.output[:1]:
-                geo[o] = out
+            for o in node.outputs[:1]:
+                geo[o.name] = out
     return geo, errors
 
 
-def _through(node: onnx.NodeProto, ix: GraphIndex, ins: list, geo: dict) -> list[Axis | None] | None:
-    op = node.op_type
+def _through(node: gs.Node, ins: list, geo: dict) -> list[Axis | None] | None:
+    op = node.op
     if op in ("Shape", "Size"):  # reads only the size: no map flows on
         return None
-    first = geo.get(node.input[0])
+    first = geo.get(node.inputs[0].name)
     if op in _WINDOW_OPS:
         if first is None:
             return None
-        return _window(node, ix, first)
+        return _window(node, first)
     if op == "Transpose":
         perm = attr(node, "perm")
         if first is None:
@@ -193,43 +195,44 @@ def _through(node: onnx.NodeProto, ix: GraphIndex, ins: list, geo: dict) -> list
             merged = merged[:axis] + merged[axis + 1 :]
         return merged
     if op == "Reshape" and first is not None:
-        return _reshape(node, ix, first)
+        return _reshape(node, first)
     if op in ("GlobalAveragePool", "GlobalMaxPool", "Resize", "Upsample", "ConvTranspose", "Reshape", "Flatten"):
-        raise GeometryError(f"{op} '{node.name}' has no fixed window geometry")
+        raise GeometryError(f"{node_label(node)} has no fixed window geometry")
     if op in ("ReduceMean", "ReduceMax", "ReduceSum"):
-        raise GeometryError(f"{op} '{node.name}' pools over the map")
-    raise GeometryError(f"{op} '{node.name}': window geometry not known for this op")
+        raise GeometryError(f"{node_label(node)} pools over the map")
+    raise GeometryError(f"{node_label(node)}: window geometry not known for this op")
 
 
-def _reshape(node: onnx.NodeProto, ix: GraphIndex, axes: list[Axis | None]) -> list[Axis | None]:
+def _reshape(node: gs.Node, axes: list[Axis | None]) -> list[Axis | None]:
     """A Reshape that keeps the trailing spatial dims (a channel shuffle) keeps their geometry."""
-    in_shape, out_shape = ix.shape(node.input[0]), ix.shape(node.output[0])
+    in_shape, out_shape = shape(node.inputs[0]), shape(node.outputs[0])
     first_spatial = next((i for i, a in enumerate(axes) if a is not None), None)
     if in_shape is None or out_shape is None or first_spatial is None:
-        raise GeometryError(f"Reshape '{node.name}' has no known window geometry")
+        raise GeometryError(f"{node_label(node)} has no known window geometry")
     tail = len(in_shape) - first_spatial
     if any(a is None for a in axes[first_spatial:]) or len(out_shape) < tail + 1:
-        raise GeometryError(f"Reshape '{node.name}' has no known window geometry")
+        raise GeometryError(f"{node_label(node)} has no known window geometry")
     if any(d is None for d in in_shape[first_spatial:]) or list(in_shape[-tail:]) != list(out_shape[-tail:]):
-        raise GeometryError(f"Reshape '{node.name}' regroups the spatial axes")
+        raise GeometryError(f"{node_label(node)} regroups the spatial axes")
     return [None] * (len(out_shape) - tail) + list(axes[first_spatial:])
 
 
-def output_geometry(model: onnx.ModelProto, ix: GraphIndex | None = None) -> dict[str, Geometry | str]:
+def output_geometry(model: onnx.ModelProto, graph: gs.Graph | None = None) -> dict[str, Geometry | str]:
     """Each graph output's geometry, or the reason it has none (not a map, unknown op)."""
-    ix = ix or GraphIndex(model)
-    geo, errors = propagate(model, ix)
+    graph = graph if graph is not None else import_graph(model)
+    geo, errors = propagate(graph)
     result: dict[str, Geometry | str] = {}
-    for out in ix.graph_outputs:
+    for tensor in graph.outputs:
+        out = tensor.name
         axes = geo.get(out)
         if axes is None:
-            result[out] = errors.get(out, _find_cause(model, ix, out, errors))
+            result[out] = errors.get(out, _find_cause(tensor, errors))
             continue
         spatial = [a for a in axes if a is not None]
         if not spatial:
             result[out] = "the output has no spatial axes"
             continue
-        inp = next(iter(ix.graph_inputs))
+        inp = graph.inputs[0].name
         result[out] = Geometry(
             out,
             inp,
@@ -240,9 +243,9 @@ def output_geometry(model: onnx.ModelProto, ix: GraphIndex | None = None) -> dic
     return result
 
 
-def _find_cause(model: onnx.ModelProto, ix: GraphIndex, out: str, errors: dict[str, str]) -> str:
-    for node in ix.ancestors([out]):
-        for o in node.output:
-            if o in errors:
-                return errors[o]
+def _find_cause(out: gs.Tensor, errors: dict[str, str]) -> str:
+    for node in ancestors([out]):
+        for o in node.outputs:
+            if o.name in errors:
+                return errors[o.name]
     return "the output is not a map of the input"

@@ -1,107 +1,85 @@
 """Find classifier heads: a flattened feature map feeding a chain of FC layers.
 
-A match step returns a typed `Head` or a `Skipped` record with the reason; nothing here mutates
-the graph. The rewrite (rewrite.py) consumes the records.
-
-Recognised flattens (the tensor the FC reads is a row-major flattening of `x[N, C, *S]`):
-- `Flatten(axis=1)`;
-- `Reshape` whose target resolves to `[N, C*prod(S)]`, whether constant (`[-1, K]`, `[0, -1]`,
-  `[1, K]` with the batch baked) or computed from `Shape` (`x.view(x.size(0), -1)`);
-- `Squeeze` of the `1 x 1` spatial axes of a pooled map;
-- `ReduceMean`/`ReduceMax`/... over all spatial axes with `keepdims=0` (made `keepdims=1`);
-- any of the above behind `Transpose(perm=[0, 2, .., r-1, 1])` (NHWC flatten); the kernel is
-  then read in that layout and permuted back to channel-first.
-- a rank-2 graph input `[N, K]` (a plain MLP): it becomes `[N, K, *S]` with `1 x 1` kernels.
+The walker is all-or-nothing per head: the flatten before the first FC layer is matched by a
+flatten rule (rules/flatten_*), every FC layer by fc.py, every other op after the first FC layer
+by a tail rule (rules/tail_*); any refusal skips the whole head with its code and reason.
+Nothing here mutates the graph: rewrite.py applies the records.
 """
 
 from __future__ import annotations
 
-import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-import numpy as np
-import onnx
+import onnx_graphsurgeon as gs
 
-from .graph import GraphIndex, attr, node_label
-from .shape_eval import evaluate_int_tensor
+from .fc import FcLayer, data_operand, is_candidate, match_fc
+from .graph import is_graph_input, is_output, node_id, node_label, producer, shape, static_tail, users
+from .rules import FLATTEN_RULES, tail_rules_for
+from .rules.base import Code, Refusal, TailOp, TailWalk
+from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
+from .rules.flatten_mlp import match_input
+from .rules.flatten_nhwc import absorb
+from .rules.flatten_pool import LINEAR_POOLS, match_pool
+from .rules.flatten_reduce import SPATIAL_REDUCES
+from .rules.tail_elementwise import Elementwise
+from .rules.tail_per_feature import PerFeature
 
-ELEMENTWISE_UNARY = frozenset(
-    {
-        "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip", "Elu", "Selu",
-        "Celu", "Gelu", "Erf", "Dropout", "Identity", "Cast", "Softplus", "Softsign", "Mish",
-        "ThresholdedRelu", "Exp", "Log", "Abs", "Neg", "Sqrt", "Reciprocal", "Floor", "Ceil",
-        "Round", "Sign", "Swish",
-    }
-)  # fmt: skip
-LINEAR_UNARY = frozenset({"Dropout", "Identity", "Cast", "Neg"})
-ELEMENTWISE_BINARY = frozenset({"Add", "Sub", "Mul", "Div", "PRelu", "Pow", "Max", "Min", "Sum"})
-CLASS_AXIS_OPS = frozenset({"Softmax", "LogSoftmax", "Hardmax"})
-INDEX_OPS = frozenset({"ArgMax", "ArgMin", "TopK"})
-GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
-SPATIAL_REDUCES = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2"})
-LINEAR_POOLS = frozenset({"GlobalAveragePool", "ReduceMean", "ReduceSum"})
-FLATTEN_TAIL_OPS = frozenset({"Flatten", "Reshape", "Squeeze"})
+__all__ = ["FcLayer", "FlattenKind", "Head", "HeadSearch", "Pool", "Skipped", "find_heads"]
+
+_FLATTEN_OPS = frozenset(op for rule in FLATTEN_RULES for op in rule.ops)
+_NOOP_FLATTENS = frozenset({"Flatten", "Reshape", "Squeeze"})
 
 
-@dataclass(frozen=True)
-class FcLayer:
-    """One FC layer (Gemm, or MatMul with an optional bias Add) and the Conv it becomes."""
-
-    nodes: tuple[str, ...]
-    op: str
-    weight: str
-    weight_is_mk: bool  # True: stored [M, K] (Gemm transB=1); False: [K, M]
-    alpha: float
-    bias: str | None
-    beta: float
-    in_features: int
-    out_features: int
-    input_shape: tuple[int, ...]
-    kernel_shape: tuple[int, ...]
-    output: str
-
-    @property
-    def parameters(self) -> int:
-        return math.prod(self.kernel_shape) + (self.out_features if self.bias else 0)
-
-
-@dataclass(frozen=True)
-class TailOp:
-    """A node after the first FC layer and what the rewrite must do with it."""
-
-    node: str
-    op: str
-    action: str  # keep | per_feature | class_axis | legacy_softmax | to_identity | bn_unwrap
-    inputs: tuple[int, ...] = ()  # per_feature: which inputs hold per-feature constants
-    extra: tuple[str, ...] = ()  # bn_unwrap: the Unsqueeze and Squeeze around the BN
-
-
-@dataclass(frozen=True)
-class Pool:
-    """A global pool between the feature map and the FC layers (for dense mode)."""
-
-    node: str
-    op: str
-    source: str  # the map before pooling
-    source_shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Head:
-    kind: str  # flatten | reshape | squeeze | reduce | nhwc | mlp
-    flatten_ops: tuple[str, ...]  # op types between feature map and first FC, for messages
-    feature: str  # tensor the first Conv reads
-    feature_shape: tuple[int, ...]  # (C, *spatial) at the original size, channel-first
-    ref_input: str  # tensor where the original head subgraph starts (verification)
-    perm: tuple[int, ...] | None  # channel-last Transpose absorbed into the kernel
-    keepdims_node: str | None  # reduce switched to keepdims=1
-    pool: Pool | None
+    """One FC head: where its map is, its FC layers and the ops after them."""
+
+    flatten: FlattenMatch
     layers: tuple[FcLayer, ...]
     tail: tuple[TailOp, ...]
-    outputs: tuple[str, ...]
-    linear: bool  # no nonlinearity after the pool: dense-mode map averages to the logits
+    output_tensors: tuple[gs.Tensor, ...]
+    reference: gs.Tensor  # where the original head subgraph starts (verification cuts here)
+    linear: bool  # no nonlinearity after the pool: a dense map averages to the logits
     dense: bool = False
+
+    @property
+    def kind(self) -> FlattenKind:
+        return self.flatten.kind
+
+    @property
+    def reads_input(self) -> bool:
+        """The first FC layer reads a graph input (a plain MLP)."""
+        return self.flatten.kind is FlattenKind.MLP
+
+    @property
+    def flatten_ops(self) -> tuple[str, ...]:
+        return self.flatten.ops
+
+    @property
+    def feature(self) -> str:
+        """The tensor the first Conv reads."""
+        return self.flatten.feature.name
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return self.flatten.feature_shape
+
+    @property
+    def ref_input(self) -> str:
+        return self.reference.name
+
+    @property
+    def pool(self) -> Pool | None:
+        return self.flatten.pool
+
+    @property
+    def perm(self) -> tuple[int, ...] | None:
+        return self.flatten.perm
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.output_tensors)
 
     @property
     def spatial_rank(self) -> int:
@@ -113,16 +91,18 @@ class Head:
 
     @property
     def description(self) -> str:
-        parts = list(self.flatten_ops)
-        for layer in self.layers:
-            parts.append(layer.op)
-        return " -> ".join(parts)
+        return " -> ".join([*self.flatten_ops, *(layer.op for layer in self.layers)])
+
+    @property
+    def name(self) -> str:
+        return self.layers[0].names[0]
 
 
 @dataclass(frozen=True)
 class Skipped:
     node: str
     reason: str
+    code: Code = Code.UNSUPPORTED_OP
 
 
 @dataclass
@@ -132,352 +112,118 @@ class HeadSearch:
     candidates: int = 0
 
 
-@dataclass(frozen=True)
-class _Flatten:
-    kind: str
-    ops: tuple[str, ...]
-    feature: str
-    feature_shape: tuple[int, ...]
-    ref_input: str
-    perm: tuple[int, ...] | None
-    keepdims_node: str | None
-    pool: Pool | None
+# -- the flatten -------------------------------------------------------------------------------------
 
 
-class _Refusal(Exception):
-    """Internal: a head cannot be rewritten exactly; the message is the user-facing reason."""
-
-
-# --------------------------------------------------------------------------------------------
-# FC layers
-
-
-def _fc_candidate(ix: GraphIndex, node: onnx.NodeProto) -> bool:
-    """Gemm, or MatMul with a constant 2-D operand, on a rank-2 (or unknown-rank) input."""
-    if node.op_type == "Gemm":
-        return True
-    if node.op_type != "MatMul" or len(node.input) != 2:
-        return False
-    const_shapes = [ix.constant_shape(i) for i in node.input]
-    if not any(s is not None and len(s) == 2 for s in const_shapes):
-        return False
-    data = node.input[0] if const_shapes[0] is None else node.input[1]
-    rank = ix.rank(data)
-    return rank in (None, 2)
-
-
-def _per_feature_shape(shape: tuple[int, ...], width: int) -> bool:
-    """A constant that broadcasts along the last axis of [N, width] as one value per feature."""
-    return shape in ((width,), (1, width))
-
-
-def _scalar_shape(shape: tuple[int, ...]) -> bool:
-    return math.prod(shape) == 1 and len(shape) <= 2
-
-
-def _match_fc(ix: GraphIndex, node: onnx.NodeProto, data: str, first_shape: tuple[int, ...]) -> FcLayer:
-    """The FC layer `node` reading `data`; `first_shape` is the (C, *S) the kernel covers."""
-    label = node_label(node)
-    k_expected = math.prod(first_shape)
-    if node.op_type == "Gemm":
-        if node.input[0] != data:
-            raise _Refusal(f"{label} reads the head tensor as its weight operand")
-        if attr(node, "transA", 0):
-            raise _Refusal(f"{label} has transA=1: its input is not a flattened feature map")
-        weight = node.input[1]
-        wshape = ix.constant_shape(weight)
-        if wshape is None:
-            raise _Refusal(f"{label}: weight '{weight}' is not a constant")
-        if len(wshape) != 2:
-            raise _Refusal(f"{label}: weight '{weight}' has rank {len(wshape)}, expected 2")
-        trans_b = bool(attr(node, "transB", 0))
-        m, k = (wshape[0], wshape[1]) if trans_b else (wshape[1], wshape[0])
-        alpha = float(attr(node, "alpha", 1.0))
-        beta = float(attr(node, "beta", 1.0))
-        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if bias is not None:
-            bshape = ix.constant_shape(bias)
-            if bshape is None:
-                raise _Refusal(f"{label}: bias '{bias}' is not a constant")
-            if not (_per_feature_shape(bshape, m) or _scalar_shape(bshape)):
-                raise _Refusal(f"{label}: bias shape {list(bshape)} is not per-feature ([{m}] or [1, {m}]) or scalar")
-        op, nodes, output = "Gemm", (node.name,), node.output[0]
-    else:
-        if node.input[0] != data:
-            raise _Refusal(f"{label}: the weight is the left operand (x @ W expected)")
-        weight = node.input[1]
-        wshape = ix.constant_shape(weight)
-        if wshape is None or len(wshape) != 2:
-            raise _Refusal(f"{label}: weight '{weight}' is not a constant 2-D tensor")
-        k, m = wshape
-        trans_b, alpha, beta, bias = False, 1.0, 1.0, None
-        op, nodes, output = "MatMul", (node.name,), node.output[0]
-        add = ix.sole_user(output)
-        if add is not None and add.op_type == "Add":
-            other = add.input[1] if add.input[0] == output else add.input[0]
-            oshape = ix.constant_shape(other)
-            if oshape is not None and _per_feature_shape(oshape, m):
-                bias, op, nodes, output = other, "MatMul+Add", (node.name, add.name), add.output[0]
-    if k != k_expected:
-        raise _Refusal(
-            f"{label}: weight has {k} input features but the feature map {list(first_shape)} has {k_expected}"
-        )
-    kernel = (m, first_shape[0], *first_shape[1:])
-    return FcLayer(
-        nodes=nodes, op=op, weight=weight, weight_is_mk=trans_b, alpha=alpha, bias=bias, beta=beta,
-        in_features=k, out_features=m, input_shape=first_shape, kernel_shape=kernel, output=output,
-    )  # fmt: skip
-
-
-# --------------------------------------------------------------------------------------------
-# The flatten between the feature map and the first FC
-
-
-def _spatial_axes(node: onnx.NodeProto, ix: GraphIndex, rank: int) -> set[int] | None:
-    axes = attr(node, "axes")
-    if axes is None and len(node.input) > 1 and node.input[1]:
-        value = ix.constant(node.input[1])
-        if value is None:
-            return None
-        axes = [int(a) for a in value.reshape(-1)]
-    if axes is None:
-        return set(range(rank))
-    return {int(a) % rank for a in axes}
-
-
-def _reshape_is_flatten(ix: GraphIndex, node: onnx.NodeProto, src_shape: tuple) -> bool:
-    """True if the Reshape maps [N, *tail] to [N, prod(tail)] for every batch the model allows."""
-    k = math.prod(src_shape[1:])
-    batches = [src_shape[0]] if isinstance(src_shape[0], int) else [1, 3]
-    allowzero = attr(node, "allowzero", 0)
-    for n in batches:
-        if len(node.input) > 1:
-            target = evaluate_int_tensor(ix, node.input[1], n)
-        else:  # Reshape before opset 5 takes its target as an attribute
-            shape_attr = attr(node, "shape")
-            target = None if shape_attr is None else np.array(shape_attr, np.int64)
-        if target is None or target.ndim != 1 or len(target) != 2:
-            return False
-        dims = [int(d) for d in target]
-        resolved = []
-        for i, d in enumerate(dims):
-            resolved.append((n, k)[i] if (d == 0 and not allowzero) else d)
-        if resolved.count(-1) > 1:
-            return False
-        if -1 in resolved:
-            known = math.prod(d for d in resolved if d != -1)
-            if known <= 0 or (n * k) % known:
-                return False
-            resolved[resolved.index(-1)] = (n * k) // known
-        if resolved != [n, k]:
-            return False
-    return True
-
-
-def _channel_last_perm(rank: int) -> tuple[int, ...]:
-    return (0, *range(2, rank), 1)
-
-
-def _static(ix: GraphIndex, name: str) -> tuple | None:
-    shape = ix.shape(name)
-    if shape is None or ix.static_tail(name) is None:
-        return None
-    return shape
-
-
-def _match_pool(ix: GraphIndex, feature: str) -> Pool | None:
-    """A global pool producing `feature` ([N, C, 1, ...]) from a larger map."""
-    node = ix.producer.get(feature)
-    if node is None:
-        return None
-    source = node.input[0] if node.input else ""
-    src_shape = ix.static_tail(source) if source else None
-    if src_shape is None or len(src_shape) < 2:
-        return None
-    rank = len(src_shape) + 1
-    if node.op_type in GLOBAL_POOLS:
-        return Pool(node.name, node.op_type, source, src_shape)
-    if node.op_type in SPATIAL_REDUCES and attr(node, "keepdims", 1):
-        axes = _spatial_axes(node, ix, rank)
-        if axes == set(range(2, rank)):
-            return Pool(node.name, node.op_type, source, src_shape)
-    return None
-
-
-def _read_only_by_fc_layers(ix: GraphIndex, data: str) -> bool:
+def _read_only_by_fc_layers(graph: gs.Graph, data: gs.Tensor) -> bool:
     """The flattened tensor feeds FC layers only (several heads on one map: each is its own head)."""
-    if data in ix.output_set:
-        return False
-    users = ix.users(data)
-    return bool(users) and all(_fc_candidate(ix, u) for u in users)
+    found = users(data)
+    return not is_output(graph, data) and bool(found) and all(is_candidate(u) for u in found)
 
 
-def _match_flatten(ix: GraphIndex, fc: onnx.NodeProto, data: str, mlp_rank: int) -> _Flatten:
+def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int) -> FlattenMatch:
     label = node_label(fc)
     skipped_ops: list[str] = []
     while True:
-        if data in ix.graph_inputs:
-            shape = ix.shape(data)
-            if shape is not None and len(shape) == 2 and isinstance(shape[1], int):
-                feature_shape = (shape[1], *([1] * mlp_rank))
-                return _Flatten("mlp", ("input", *skipped_ops), data, feature_shape, data, None, None, None)
-            raise _Refusal(f"{label} reads graph input '{data}' whose shape is not [N, K]")
-        node = ix.producer.get(data)
+        if is_graph_input(graph, data):
+            return match_input(data, skipped_ops, mlp_rank, label)
+        node = producer(data)
         if node is None:
-            raise _Refusal(f"{label} reads '{data}', which no node produces")
-        if not _read_only_by_fc_layers(ix, data):
-            raise _Refusal(f"the flattened tensor '{data}' before {label} is also used elsewhere")
-        if node.op_type not in FLATTEN_TAIL_OPS and node.op_type not in SPATIAL_REDUCES:
-            raise _Refusal(f"{label} reads '{data}' from {node_label(node)}, not from a flattened feature map")
-        src = node.input[0]
-        src_shape = _static(ix, src)
+            raise Refusal(Code.NO_PRODUCER, f"{label} reads '{data.name}', which no node produces")
+        if not _read_only_by_fc_layers(graph, data):
+            raise Refusal(
+                Code.SHARED_FLATTEN, f"the flattened tensor '{data.name}' before {label} is also used elsewhere"
+            )
+        if node.op not in _FLATTEN_OPS:
+            raise Refusal(
+                Code.NOT_FLATTENED,
+                f"{label} reads '{data.name}' from {node_label(node)}, not from a flattened feature map",
+            )
+        src = node.inputs[0]
+        src_shape = shape(src) if static_tail(src) is not None else None
         if src_shape is None:
-            raise _Refusal(
-                f"{node_label(node)} before {label}: the shape of its input '{src}' is unknown "
-                "(export with static shapes or run shape inference)"
+            raise Refusal(
+                Code.UNKNOWN_SHAPE,
+                f"{node_label(node)} before {label}: the shape of its input '{src.name}' is unknown "
+                "(export with static shapes or run shape inference)",
             )
         if len(src_shape) >= 3:
             break
-        out_shape = ix.shape(data)
-        if node.op_type in FLATTEN_TAIL_OPS and out_shape is not None and tuple(out_shape) == tuple(src_shape):
-            skipped_ops.insert(0, node.op_type)  # a no-op on [N, K]: look further up
+        out_shape = shape(data)
+        if node.op in _NOOP_FLATTENS and out_shape is not None and tuple(out_shape) == tuple(src_shape):
+            skipped_ops.insert(0, node.op)  # a no-op on [N, K]: look further up
             data = src
             continue
-        raise _Refusal(f"{node_label(node)} before {label} reads a rank-{len(src_shape)} tensor, not a map")
-    rank = len(src_shape)
-    kind = node.op_type.lower()
-    if node.op_type == "Flatten":
-        if attr(node, "axis", 1) % rank != 1:
-            raise _Refusal(f"{node_label(node)} flattens at axis {attr(node, 'axis', 1)}, not 1")
-    elif node.op_type == "Reshape":
-        if not _reshape_is_flatten(ix, node, src_shape):
-            raise _Refusal(f"{node_label(node)} before {label} is not a flatten to [N, C*H*W]")
-    elif node.op_type == "Squeeze":
-        axes = _spatial_axes(node, ix, rank)
-        if axes != set(range(2, rank)) or any(d != 1 for d in src_shape[2:]):
-            raise _Refusal(f"{node_label(node)} before {label} does not squeeze 1 x 1 spatial axes")
-    else:  # a reduce with keepdims=0: the global pool is the flatten
-        if attr(node, "keepdims", 1) or _spatial_axes(node, ix, rank) != set(range(2, rank)):
-            raise _Refusal(f"{node_label(node)} before {label} is not a keepdims=0 reduce over the spatial axes")
-        feature_shape = (int(src_shape[1]), *([1] * (rank - 2)))
-        pool = Pool(node.name, node.op_type, src, tuple(int(d) for d in src_shape[1:]))
-        ops = (node.op_type, *skipped_ops)
-        return _Flatten("reduce", ops, data, feature_shape, data, None, node.name, pool)
-    feature, perm = src, None
-    ops: tuple[str, ...] = (node.op_type, *skipped_ops)
-    producer = ix.producer.get(src)
-    if (
-        producer is not None
-        and producer.op_type == "Transpose"
-        and tuple(attr(producer, "perm", ())) == _channel_last_perm(rank)
-    ):
-        # An NHWC flatten. Besides the flatten, only Shape nodes may read the transposed map
-        # (Keras/tf2onnx compute the Reshape target from Shape(x)); they keep their meaning
-        # because the Transpose stays for them.
-        others = [u for u in ix.users(src) if u is not node]
-        absorbable = (
-            src not in ix.output_set
-            and all(u.op_type == "Shape" for u in others)
-            and _static(ix, producer.input[0]) is not None
+        raise Refusal(
+            Code.NOT_A_MAP, f"{node_label(node)} before {label} reads a rank-{len(src_shape)} tensor, not a map"
         )
-        if absorbable:
-            feature, perm = producer.input[0], _channel_last_perm(rank)
-            ops = ("Transpose", *ops)
-            kind = "nhwc"
-        elif any(d != 1 for d in src_shape[1:-1]):
-            # Not absorbed, the [N, H, W, C] map would be read as [N, C', H', W']: exact only at
-            # the exported size (a 1 x 1 map cannot grow, so that case stays exact).
-            raise _Refusal(
-                f"{node_label(producer)} before {label} moves the channels last and its output is also "
-                "used elsewhere: the kernel layout cannot be proven"
-            )
-    feature_shape = tuple(int(d) for d in ix.static_tail(feature))  # type: ignore[union-attr]
-    pool = _match_pool(ix, feature)
-    return _Flatten(kind, ops, feature, feature_shape, feature, perm, None, pool)
+    rule = next(r for r in FLATTEN_RULES if node.op in r.ops)
+    rule.check(node, src_shape, label)
+    ops = (node.op, *skipped_ops)
+    rank = len(src_shape)
+    if node.op in SPATIAL_REDUCES:  # the pool is the flatten
+        pool = Pool(node, src, tuple(int(d) for d in src_shape[1:]))
+        feature_shape = (int(src_shape[1]), *([1] * (rank - 2)))
+        return FlattenMatch(rule.kind, ops, node, data, feature_shape, keepdims=node, pool=pool)
+    kind, feature, perm = rule.kind, src, None
+    absorbed = absorb(graph, node, src, src_shape, label)
+    if absorbed is not None:
+        (feature, perm), kind, ops = absorbed, FlattenKind.NHWC, ("Transpose", *ops)
+    feature_shape = static_tail(feature)
+    assert feature_shape is not None
+    return FlattenMatch(kind, ops, node, feature, feature_shape, perm=perm, pool=match_pool(feature))
 
 
-# --------------------------------------------------------------------------------------------
-# After the first FC: later FC layers and the ops that keep working on [N, M, *S]
+# -- after the first FC ------------------------------------------------------------------------------
 
 
-def _downstream(ix: GraphIndex, tensor: str) -> set[str]:
-    seen = {tensor}
+def _downstream(tensor: gs.Tensor) -> set[int]:
+    seen = {id(tensor)}
     queue = deque([tensor])
     while queue:
-        for user in ix.users(queue.popleft()):
-            for out in user.output:
-                if out and out not in seen:
-                    seen.add(out)
+        for user in users(queue.popleft()):
+            for out in user.outputs:
+                if id(out) not in seen:
+                    seen.add(id(out))
                     queue.append(out)
     return seen
 
 
-def _walk_tail(
-    ix: GraphIndex, first: FcLayer, nodes_by_name: dict[str, onnx.NodeProto], claimed: set[str]
-) -> tuple[list[FcLayer], list[TailOp], list[str], bool]:
+def _walk_tail(graph: gs.Graph, opset: int, first: FcLayer, claimed: set[int]):
     """Later FC layers and tail ops, breadth first from the first FC's output."""
-    layers = [first]
-    tail: list[TailOp] = []
-    outputs: list[str] = []
-    linear = True
-    spatial = first_spatial(first)
-    downstream = _downstream(ix, first.output)
-    visited: set[str] = set(first.nodes)
-    probes: list[onnx.NodeProto] = []
-    queue: deque[tuple[str, int]] = deque([(first.output, first.out_features)])
+    layers, tail, outputs, linear = [first], [], [], True
+    spatial = len(first.kernel_shape) - 2
+    walk = TailWalk(graph, opset, spatial, _downstream(first.output), {id(n) for n in first.nodes})
+    probes: list[gs.Node] = []
+    queue: deque[tuple[gs.Tensor, int]] = deque([(first.output, first.out_features)])
     while queue:
         tensor, width = queue.popleft()
-        if tensor in ix.output_set:
+        if is_output(graph, tensor):
             outputs.append(tensor)
-        for user in ix.users(tensor):
-            if user.name in visited:
+        for user in users(tensor):
+            if id(user) in walk.visited:
                 continue
-            visited.add(user.name)
-            label = node_label(user)
-            op = user.op_type
-            if op in ("Gemm", "MatMul") and _fc_candidate(ix, user):
-                layer = _match_fc(ix, user, tensor, (width, *([1] * spatial)))
+            walk.visited.add(id(user))
+            if user.op in ("Gemm", "MatMul") and is_candidate(user):
+                layer = match_fc(graph, user, tensor, (width, *([1] * spatial)))
                 layers.append(layer)
-                claimed.update(layer.nodes)
-                visited.update(layer.nodes)
+                claimed.update(id(n) for n in layer.nodes)
+                walk.visited.update(id(n) for n in layer.nodes)
                 queue.append((layer.output, layer.out_features))
                 continue
-            if op in ELEMENTWISE_UNARY:
-                linear &= op in LINEAR_UNARY
-                tail.append(TailOp(user.name, op, "keep"))
-            elif op in ELEMENTWISE_BINARY or op == "BatchNormalization":
-                action, idx, affine = _binary_action(ix, user, tensor, width, downstream)
-                linear &= affine
-                tail.append(TailOp(user.name, op, action, idx))
-            elif op == "Unsqueeze":
-                tail.append(_bn_unwrap(ix, user, visited))
-                user = nodes_by_name[tail[-1].extra[1]]  # continue after the Squeeze
-            elif op in CLASS_AXIS_OPS:
-                _require_class_axis(user, ix, label)
-                linear = False
-                legacy = ix.opset < 13 and spatial > 0
-                tail.append(TailOp(user.name, op, "legacy_softmax" if legacy else "class_axis"))
-            elif op in INDEX_OPS:
-                _require_class_axis(user, ix, label)
-                linear = False
-                tail.append(TailOp(user.name, op, "class_axis"))
-                for out in user.output:
-                    if out and ix.users(out):
-                        raise _Refusal(f"the output of {label} is used by further nodes")
-                    if out in ix.output_set:
-                        outputs.append(out)
-                continue
-            elif op in FLATTEN_TAIL_OPS and _is_noop_flatten(ix, user, tensor, width):
-                tail.append(TailOp(user.name, op, "to_identity"))
-            elif op == "Shape":
+            if user.op == "Shape":
                 probes.append(user)  # allowed only as the size of a final flatten: checked below
                 continue
-            else:
-                raise _Refusal(f"{label} after the FC layers is not supported")
-            queue.append((user.output[0], width))
-    identities = {t.node for t in tail if t.action == "to_identity"}
+            op = next((m for rule in tail_rules_for(user.op) if (m := rule.match(walk, user, tensor, width))), None)
+            if op is None:
+                raise Refusal(Code.UNSUPPORTED_OP, f"{node_label(user)} after the FC layers is not supported")
+            tail.append(op)
+            linear &= op.affine
+            outputs.extend(op.outputs)
+            queue.extend((t, width) for t in op.next)
+    identities = {id(t.node) for t in tail if t.action.value == "to_identity"}
     for probe in probes:
-        _require_shape_only_for(ix, probe, identities)
+        _require_shape_only_for(graph, probe, identities)
     return layers, tail, outputs, linear
 
 
@@ -486,175 +232,81 @@ _SHAPE_ARITHMETIC = frozenset(
 )
 
 
-def _require_shape_only_for(ix: GraphIndex, probe: onnx.NodeProto, identities: set[str]) -> None:
+def _require_shape_only_for(graph: gs.Graph, probe: gs.Node, identities: set[int]) -> None:
     """A `Shape` of a head tensor may only compute the target of a final flatten that is dropped."""
-    queue = deque([probe.output[0]])
-    seen: set[str] = set()
+    queue = deque([probe.outputs[0]])
+    seen: set[int] = set()
     while queue:
         tensor = queue.popleft()
-        if tensor in ix.output_set:
-            raise _Refusal(f"{node_label(probe)} after the FC layers feeds a graph output")
-        for user in ix.users(tensor):
-            if user.name in identities and user.input[0] != tensor:
+        if is_output(graph, tensor):
+            raise Refusal(Code.SHAPE_PROBE, f"{node_label(probe)} after the FC layers feeds a graph output")
+        for user in users(tensor):
+            if id(user) in identities and user.inputs[0] is not tensor:
                 continue
-            if user.op_type not in _SHAPE_ARITHMETIC:
-                raise _Refusal(f"{node_label(probe)} after the FC layers feeds {node_label(user)}")
-            if user.name not in seen:
-                seen.add(user.name)
-                queue.extend(o for o in user.output if o)
+            if user.op not in _SHAPE_ARITHMETIC:
+                raise Refusal(Code.SHAPE_PROBE, f"{node_label(probe)} after the FC layers feeds {node_label(user)}")
+            if id(user) not in seen:
+                seen.add(id(user))
+                queue.extend(user.outputs)
 
 
-def first_spatial(layer: FcLayer) -> int:
-    return len(layer.kernel_shape) - 2
+# -- the search ----------------------------------------------------------------------------------------
 
 
-def _binary_action(
-    ix: GraphIndex, node: onnx.NodeProto, tensor: str, width: int, downstream: set[str]
-) -> tuple[str, tuple[int, ...], bool]:
-    """How a binary op on the head changes: (action, per-feature input indices, affine?)."""
-    per_feature: list[int] = []
-    label = node_label(node)
-    head_inputs = 0
-    for i, inp in enumerate(node.input):
-        if not inp:
-            continue
-        if inp == tensor or inp in downstream:
-            head_inputs += 1
-            continue
-        shape = ix.constant_shape(inp)
-        if shape is None:
-            raise _Refusal(f"{label} combines the head with non-constant tensor '{inp}'")
-        if node.op_type == "BatchNormalization":
-            if shape != (width,):
-                raise _Refusal(f"{label}: parameter '{inp}' has shape {list(shape)}, expected [{width}]")
-            continue
-        if _per_feature_shape(shape, width) and width > 1:
-            per_feature.append(i)
-        elif not _scalar_shape(shape):
-            raise _Refusal(f"{label}: constant '{inp}' of shape {list(shape)} is neither per-feature nor scalar")
-    affine = head_inputs == 1 and (
-        node.op_type in ("Add", "Sub", "BatchNormalization", "Mul")
-        or (node.op_type == "Div" and node.input[0] in downstream | {tensor})
-    )
-    return ("per_feature" if per_feature else "keep"), tuple(per_feature), affine
-
-
-def _bn_unwrap(ix: GraphIndex, unsq: onnx.NodeProto, visited: set[str]) -> TailOp:
-    """`Unsqueeze -> BatchNormalization -> Squeeze` (torch's BatchNorm1d on [N, M])."""
-    label = node_label(unsq)
-    axes = _spatial_axes(unsq, ix, 3)
-    bn = ix.sole_user(unsq.output[0])
-    squeeze = ix.sole_user(bn.output[0]) if bn is not None and bn.op_type == "BatchNormalization" else None
-    if (
-        bn is None
-        or axes != {2}
-        or squeeze is None
-        or squeeze.op_type != "Squeeze"
-        or _spatial_axes(squeeze, ix, 3) != {2}
-    ):
-        raise _Refusal(f"{label} after the FC layers is not part of Unsqueeze -> BatchNormalization -> Squeeze")
-    for inp in bn.input[1:]:
-        if not ix.is_constant(inp):
-            raise _Refusal(f"{node_label(bn)}: parameter '{inp}' is not a constant")
-    visited.update({bn.name, squeeze.name})
-    return TailOp(bn.name, "BatchNormalization", "bn_unwrap", (), (unsq.name, squeeze.name))
-
-
-def _require_class_axis(node: onnx.NodeProto, ix: GraphIndex, label: str) -> None:
-    if node.op_type in CLASS_AXIS_OPS:
-        default = -1 if ix.opset >= 13 else 1
-    else:
-        default = -1 if node.op_type == "TopK" else 0
-    axis = attr(node, "axis", default)
-    if axis not in (-1, 1):
-        raise _Refusal(f"{label} works on axis {axis}, not the class axis")
-
-
-def _is_noop_flatten(ix: GraphIndex, node: onnx.NodeProto, tensor: str, width: int) -> bool:
-    """A Flatten/Reshape/Squeeze that leaves [N, width] as it is."""
-    out_shape = ix.shape(node.output[0])
-    in_shape = ix.shape(tensor)
-    return (
-        out_shape is not None
-        and in_shape is not None
-        and len(out_shape) == 2
-        and len(in_shape) == 2
-        and out_shape[1] == width
-    )
-
-
-# --------------------------------------------------------------------------------------------
-
-
-def find_heads(
-    model: onnx.ModelProto, *, dense: bool = False, mlp_rank: int = 2, ix: GraphIndex | None = None
-) -> HeadSearch:
-    """All FC heads of `model` (shape-inferred, unique node names) and why each other candidate fails."""
-    ix = ix or GraphIndex(model)
-    nodes_by_name = {n.name: n for n in model.graph.node}
+def find_heads(graph: gs.Graph, opset: int, *, dense: bool = False, mlp_rank: int = 2) -> HeadSearch:
+    """All FC heads of `graph` (shape-inferred) and why each other candidate fails."""
     search = HeadSearch()
-    claimed: set[str] = set()
-    for node in model.graph.node:
-        if node.name in claimed or not _fc_candidate(ix, node):
+    claimed: set[int] = set()
+    for node in list(graph.nodes):
+        if id(node) in claimed or not is_candidate(node):
             continue
         search.candidates += 1
-        claimed.add(node.name)
-        data = _data_operand(ix, node)
+        claimed.add(id(node))
+        data = data_operand(node)
         try:
-            flat = _match_flatten(ix, node, data, mlp_rank)
-            first = _match_fc(ix, node, data, flat.feature_shape)
-            claimed.update(first.nodes)
-            layers, tail, outputs, linear = _walk_tail(ix, first, nodes_by_name, claimed)
-        except _Refusal as refusal:
-            _claim_downstream(ix, node, claimed)
-            search.skipped.append(Skipped(node.name, str(refusal)))
+            flat = _match_flatten(graph, node, data, mlp_rank)
+            first = match_fc(graph, node, data, flat.feature_shape)
+            claimed.update(id(n) for n in first.nodes)
+            layers, tail, outputs, linear = _walk_tail(graph, opset, first, claimed)
+        except Refusal as refusal:
+            _claim_downstream(node, claimed)
+            search.skipped.append(Skipped(node_id(node), refusal.reason, refusal.code))
             continue
         if not outputs:
-            search.skipped.append(Skipped(node.name, f"{node_label(node)}: the head reaches no graph output"))
+            reason = f"{node_label(node)}: the head reaches no graph output"
+            search.skipped.append(Skipped(node_id(node), reason, Code.NO_OUTPUT))
             continue
-        head = Head(
-            kind=flat.kind, flatten_ops=flat.ops, feature=flat.feature, feature_shape=flat.feature_shape,
-            ref_input=flat.ref_input, perm=flat.perm, keepdims_node=flat.keepdims_node, pool=flat.pool,
-            layers=tuple(layers), tail=tuple(tail), outputs=tuple(dict.fromkeys(outputs)), linear=linear,
-        )  # fmt: skip
+        unique = tuple({id(t): t for t in outputs}.values())
+        head = Head(flat, tuple(layers), tuple(tail), unique, flat.feature, linear)
         search.heads.append(densify(head) if dense else head)
     return search
 
 
-def _data_operand(ix: GraphIndex, node: onnx.NodeProto) -> str:
-    """The operand carrying the activations. For `MatMul(W, x)` with a constant W on the left this
-    is `x`, so that _match_fc refuses it for what it is (the weight on the left) instead of the
-    matcher walking up from the weight and reporting a confusing reason."""
-    if node.op_type == "MatMul" and ix.is_constant(node.input[0]) and not ix.is_constant(node.input[1]):
-        return node.input[1]
-    return node.input[0]
-
-
 def densify(head: Head) -> Head:
     """Dense mode: run the 1 x 1 head before the global pool, whose node is dropped."""
-    if head.pool is None or any(d != 1 for d in head.feature_shape[1:]):
+    pool = head.pool
+    if pool is None or any(d != 1 for d in head.feature_shape[1:]):
         return head
-    return Head(
-        kind=head.kind, flatten_ops=(head.pool.op, *head.flatten_ops), feature=head.pool.source,
-        feature_shape=head.pool.source_shape, ref_input=head.ref_input, perm=None, keepdims_node=None,
-        pool=head.pool, layers=head.layers, tail=head.tail, outputs=head.outputs,
-        linear=head.linear and head.pool.op in LINEAR_POOLS, dense=True,
+    flat = replace(
+        head.flatten, ops=(pool.op, *head.flatten.ops), feature=pool.source, feature_shape=pool.source_shape,
+        perm=None, keepdims=None,
     )  # fmt: skip
+    return replace(head, flatten=flat, linear=head.linear and pool.op in LINEAR_POOLS, dense=True)
 
 
-def _claim_downstream(ix: GraphIndex, node: onnx.NodeProto, claimed: set[str]) -> None:
+def _claim_downstream(node: gs.Node, claimed: set[int]) -> None:
     """Mark the FC layers chained after a refused one (through head ops only) so they are not
     reported again; FC layers further on, past other ops, are candidates of their own."""
-    passable = ELEMENTWISE_UNARY | ELEMENTWISE_BINARY | {"BatchNormalization", "Unsqueeze", "Squeeze"}
-    queue = deque(o for o in node.output if o)
-    seen: set[str] = set()
+    passable = Elementwise.ops | PerFeature.ops | {"Unsqueeze", "Squeeze"}
+    queue = deque(node.outputs)
+    seen: set[int] = set()
     while queue:
-        for user in ix.users(queue.popleft()):
-            if user.name in seen:
+        for user in users(queue.popleft()):
+            if id(user) in seen:
                 continue
-            seen.add(user.name)
-            if user.op_type in ("Gemm", "MatMul"):
-                claimed.add(user.name)
-            elif user.op_type not in passable:
+            seen.add(id(user))
+            if user.op in ("Gemm", "MatMul"):
+                claimed.add(id(user))
+            elif user.op not in passable:
                 continue
-            queue.extend(o for o in user.output if o)
+            queue.extend(user.outputs)

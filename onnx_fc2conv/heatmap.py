@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from .errors import UsageError, one_line
 from .geometry import Geometry, output_geometry
-from .graph import GraphIndex
+from .graph import import_graph, shape
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,15 @@ def _pillow():
 
 def _layout(model: onnx.ModelProto) -> tuple[str, int, int]:
     """The image input's name, its channel axis (the fixed one of axes 1 to 3) and channel count."""
-    ix = GraphIndex(model)
-    for name in ix.graph_inputs:
-        shape = ix.shape(name) or ()
-        if len(shape) != 4:
+    for tensor in import_graph(model).inputs:
+        name, dims = tensor.name, shape(tensor) or ()
+        if len(dims) != 4:
             continue
-        spatial = [a for a in range(1, 4) if not isinstance(shape[a], int)]
+        spatial = [a for a in range(1, 4) if not isinstance(dims[a], int)]
         if len(spatial) != 2:
-            raise UsageError(f"input '{name}' {list(shape)} has fixed spatial dims: convert the model first")
+            raise UsageError(f"input '{name}' {list(dims)} has fixed spatial dims: convert the model first")
         channel = next(a for a in range(1, 4) if a not in spatial)
-        return name, channel, int(shape[channel])
+        return name, channel, int(dims[channel])
     raise UsageError("the model has no image input [N, C, H, W] (or [N, H, W, C])")
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from .api import ConversionResult, Inspection
 from .geometry import Geometry
+from .graph import node_id
 from .heads import Head, Skipped
 from .rewrite import LayerRewrite
 from .shapes import RelaxedInput
@@ -21,13 +22,18 @@ def _num(x: float) -> float | None:
     return None if (math.isinf(x) or math.isnan(x)) else x
 
 
+def _measure(x: float) -> str:
+    """A table cell: `-` where nothing could be measured (a model failed to run, shapes differ)."""
+    return f"{x:.3g}" if math.isfinite(x) else "-"
+
+
 # -- dicts ---------------------------------------------------------------------------------------
 
 
 def head_dict(head: Head, layers: tuple[LayerRewrite, ...] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "pattern": head.description,
-        "kind": head.kind,
+        "kind": head.kind.value,
         "feature_map": head.feature,
         "feature_shape": list(head.feature_shape),
         "window": list(head.window),
@@ -36,7 +42,7 @@ def head_dict(head: Head, layers: tuple[LayerRewrite, ...] | None = None) -> dic
         "outputs": list(head.outputs),
         "layers": [
             {
-                "nodes": list(layer.nodes),
+                "nodes": list(layer.names),
                 "op": layer.op,
                 "in_features": layer.in_features,
                 "out_features": layer.out_features,
@@ -45,10 +51,10 @@ def head_dict(head: Head, layers: tuple[LayerRewrite, ...] | None = None) -> dic
             }
             for layer in head.layers
         ],
-        "tail": [{"node": t.node, "op": t.op, "action": t.action} for t in head.tail],
+        "tail": [{"node": t.name, "op": t.op, "action": t.action.value} for t in head.tail],
     }
     if head.pool is not None:
-        out["pool"] = {"node": head.pool.node, "op": head.pool.op, "source": head.pool.source}
+        out["pool"] = {"node": node_id(head.pool.node), "op": head.pool.op, "source": head.pool.source.name}
     if layers is not None:
         for record, done in zip(out["layers"], layers, strict=True):
             record["old_weight_shape"] = list(done.old_weight_shape)
@@ -57,7 +63,7 @@ def head_dict(head: Head, layers: tuple[LayerRewrite, ...] | None = None) -> dic
 
 
 def skipped_dict(s: Skipped) -> dict[str, str]:
-    return {"node": s.node, "reason": s.reason}
+    return {"node": s.node, "code": s.code.value, "reason": s.reason}
 
 
 def comparison_dict(c: Comparison) -> dict[str, Any]:
@@ -68,6 +74,8 @@ def comparison_dict(c: Comparison) -> dict[str, Any]:
         "shape": list(c.shape),
         "max_abs_error": _num(c.max_abs),
         "max_rel_error": _num(c.max_rel),
+        "allowed_error": _num(c.allowed),
+        "ratio": _num(c.ratio),
         "status": "PASSED" if c.passed else "FAILED",
         "note": c.note,
     }
@@ -112,7 +120,7 @@ def inspection_dict(ins: Inspection) -> dict[str, Any]:
         "heads": [head_dict(h) for h in ins.heads],
         "skipped": [skipped_dict(s) for s in ins.skipped],
         "backbone_fixes": [{"node": f.node, "op": f.op, "change": f.change} for f in ins.backbone_fixes],
-        "backbone_refusals": list(ins.backbone_refusals),
+        "backbone_refusals": [skipped_dict(r) for r in ins.backbone_refusals],
         "geometry": geometry_dict(ins.geometry),
     }
 
@@ -178,14 +186,15 @@ def head_lines(index: int, head: Head, layers: tuple[LayerRewrite, ...] | None =
     lines += _table(rows)
     if head.tail:
         lines.append(
-            "  then: " + ", ".join(f"{t.op}" + ("" if t.action == "keep" else f" ({t.action})") for t in head.tail)
+            "  then: "
+            + ", ".join(f"{t.op}" + ("" if t.action.value == "keep" else f" ({t.action.value})") for t in head.tail)
         )
     lines.append("  outputs: " + ", ".join(head.outputs))
     return lines
 
 
 def verification_lines(v: VerificationReport) -> list[str]:
-    rows = [["status", "check", "output", "input", "shape", "max abs", "max rel"]]
+    rows = [["status", "check", "output", "input", "shape", "max abs", "allowed", "ratio"]]
     for c in v.comparisons:
         rows.append(
             [
@@ -194,8 +203,9 @@ def verification_lines(v: VerificationReport) -> list[str]:
                 c.output,
                 _dims(c.input_shape),
                 _dims(c.shape),
-                f"{c.max_abs:.3g}",
-                f"{c.max_rel:.3g}" + (f"  ({c.note})" if c.note else ""),
+                _measure(c.max_abs),
+                _measure(c.allowed),
+                _measure(c.ratio) + (f"  ({c.note})" if c.note else ""),
             ]
         )
     lines = ["verification (onnxruntime):", *_table(rows), f"  onnx checker: {v.checker}"]
@@ -235,7 +245,7 @@ def inspection_text(ins: Inspection) -> str:
         lines.append(f"skipped '{s.node}': {s.reason}")
     for f in ins.backbone_fixes:
         lines.append(f"backbone: {f.op} '{f.node}': {f.change}")
-    lines += [f"refused: {r}" for r in ins.backbone_refusals]
+    lines += [f"refused: {r.reason}" for r in ins.backbone_refusals]
     lines += geometry_lines(ins.geometry)
     return "\n".join(lines)
 

@@ -6,9 +6,12 @@ import logging
 from dataclasses import dataclass
 
 import onnx
+import onnx_graphsurgeon as gs
 from onnx import helper
+from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-from .graph import GraphIndex, attr
+from .graph import set_value_info_dims, shape, value_info_dims
+from .layout import InputLayout, trace_layout
 
 log = logging.getLogger(__name__)
 
@@ -47,56 +50,39 @@ class RelaxedInput:
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list:
-    out = []
-    for d in vi.type.tensor_type.shape.dim:
-        out.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
-    return out
+    return list(value_info_dims(vi) or ())
 
 
-def _set_dims(vi: onnx.ValueInfoProto, dims: list) -> None:
-    shape = vi.type.tensor_type.shape
-    shape.ClearField("dim")
-    for d in dims:
-        dim = shape.dim.add()
-        if isinstance(d, int):
-            dim.dim_value = d
-        elif d:
-            dim.dim_param = d
-
-
-def input_spatial_axes(ix: GraphIndex, name: str, rank: int) -> list[int]:
-    """Spatial axes of an image input: 2.. for NCHW; for NHWC the axes a leading Transpose moves to 2..."""
-    users = ix.users(name)
-    if len(users) == 1 and users[0].op_type == "Transpose":
-        perm = list(attr(users[0], "perm", []))
-        if len(perm) == rank and perm[0] == 0:
-            return perm[2:]
-    return list(range(2, rank))
+def input_spatial_axes(tensor: gs.Tensor) -> list[int]:
+    """Spatial axes of an image input, by data flow (layout.py); positional when untraceable."""
+    layout = trace_layout(tensor)
+    return list(layout.spatial) if layout is not None else list(range(2, len(shape(tensor) or ())))
 
 
 def relax_inputs(
-    model: onnx.ModelProto, ix: GraphIndex, names: DimNames, mlp_inputs: dict[str, int], only: set[str] | None
+    model: onnx.ModelProto, layouts: dict[str, InputLayout], names: DimNames, mlp_inputs: dict[str, int]
 ) -> list[RelaxedInput]:
-    """Give image inputs a symbolic batch and spatial dims; MLP inputs `[N, K]` become `[N, K, *S]`."""
+    """Give image inputs (`layouts`) a symbolic batch and spatial dims; MLP inputs `[N, K]` become `[N, K, *S]`.
+
+    A layout whose batch is None keeps its exported batch (something in the graph pins it).
+    """
     relaxed: list[RelaxedInput] = []
     for vi in model.graph.input:
-        if vi.name not in ix.graph_inputs or not vi.type.HasField("tensor_type"):
-            continue
-        if vi.type.tensor_type.elem_type not in _FLOAT_TYPES:
+        if not vi.type.HasField("tensor_type"):
             continue
         old = _dims(vi)
-        if vi.name in mlp_inputs:
-            spatial = names.spatial(mlp_inputs[vi.name])
-            new = [names.batch, old[1], *spatial]
-        elif len(old) >= 3 and (only is None or vi.name in only):
+        layout = layouts.get(vi.name)
+        if vi.name in mlp_inputs and vi.type.tensor_type.elem_type in _FLOAT_TYPES:
+            new = [names.batch, old[1], *names.spatial(mlp_inputs[vi.name])]
+        elif layout is not None:
             new = list(old)
-            new[0] = names.batch
-            axes = input_spatial_axes(ix, vi.name, len(old))
-            for axis, dim_name in zip(axes, names.spatial(len(axes)), strict=True):
+            if layout.batch is not None:
+                new[layout.batch] = names.batch
+            for axis, dim_name in zip(layout.spatial, names.spatial(len(layout.spatial)), strict=True):
                 new[axis] = dim_name
         else:
             continue
-        _set_dims(vi, new)
+        set_value_info_dims(vi, new)
         relaxed.append(RelaxedInput(vi.name, tuple(old), tuple(new)))
     return relaxed
 
@@ -129,10 +115,27 @@ def check_graph(model: onnx.ModelProto) -> None:
 
 
 def inferred_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The skeleton with every inferable shape filled in; the model itself is not touched."""
+    """The skeleton with every inferable shape filled in; the model itself is not touched.
+
+    onnxruntime's symbolic shape inference follows dims through Shape arithmetic, Split, Slice,
+    Concat, Reshape and Pad (a `x.view(x.size(0), -1)` keeps its batch and feature count, a Pad
+    computed from `Shape` keeps the spatial dims), where onnx's own inference loses them; onnx's is
+    the fallback for graphs the symbolic one cannot handle (custom ops, say).
+    """
     skel = skeleton(model)
     skel.graph.ClearField("value_info")
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(skel, auto_merge=True)
+    except Exception:  # any failure of the symbolic pass falls back to onnx's
+        inferred = None
+    if inferred is not None and _complete(inferred):
+        return inferred
     return onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+
+
+def _complete(model: onnx.ModelProto) -> bool:
+    """Every output of the symbolic pass has a type (it leaves unknown ops untyped)."""
+    return all(o.type.HasField("tensor_type") and o.type.tensor_type.elem_type for o in model.graph.output)
 
 
 def infer_shapes(model: onnx.ModelProto) -> None:
@@ -182,4 +185,4 @@ def name_output_dims(model: onnx.ModelProto, outputs: dict[str, int], names: Dim
         for i in range(max(start, 1), len(dims)):
             if not isinstance(dims[i], int):
                 dims[i] = tail[i - start]
-        _set_dims(out, dims)
+        set_value_info_dims(out, dims)

@@ -86,17 +86,22 @@ def test_convert_json_fields(tmp_path) -> None:
     assert {c["status"] for c in verification["comparisons"]} == {"PASSED"}
     assert [c["check"] for c in verification["comparisons"]].count("larger size") == 2
     for c in verification["comparisons"]:
-        assert set(c) == {"check", "output", "input_shape", "shape", "max_abs_error", "max_rel_error", "status", "note"}
+        assert set(c) == {
+            "check", "output", "input_shape", "shape", "max_abs_error", "max_rel_error", "allowed_error", "ratio",
+            "status", "note",
+        }  # fmt: skip
         assert c["max_abs_error"] is not None and c["max_abs_error"] <= 1e-4
+        assert c["allowed_error"] > 0 and 0 <= c["ratio"] <= 1
+        assert c["ratio"] == pytest.approx(c["max_abs_error"] / c["allowed_error"])
 
 
 def test_convert_size_option(tmp_path) -> None:
     res = invoke("convert", LENET, tmp_path / "out.onnx", "--json", "--size", "80x96", "--size", "40x36")
     assert res.exit_code == 0, res.stderr
     larger = [c for c in json.loads(res.stdout)["verification"]["comparisons"] if c["check"] == "larger size"]
-    assert [c["input_shape"] for c in larger] == [[1, 1, 80, 96], [1, 1, 40, 36]]
+    assert [c["input_shape"] for c in larger] == [[2, 1, 80, 96], [2, 1, 40, 36]]  # at batch 2
     # LeNet: 80 x 96 -> 17 x 21 map -> 13 x 17 windows of 5 x 5
-    assert larger[0]["shape"] == [1, 10, 13, 17]
+    assert larger[0]["shape"] == [2, 10, 13, 17]
 
 
 def test_convert_no_verify(tmp_path) -> None:

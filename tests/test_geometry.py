@@ -174,6 +174,7 @@ def test_global_pool_output_has_no_window() -> None:
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    assert window_geometry(model)["y"] == "GlobalAveragePool 'GlobalAveragePool_1' has no fixed window geometry"
+    # an unnamed node is named by its first output
+    assert window_geometry(model)["y"] == "GlobalAveragePool 'p' has no fixed window geometry"
     dense = window_geometry(model, ConvertOptions(dense=True))["y"]
     assert isinstance(dense, Geometry) and dense.stride == (1, 1) and dense.receptive_field == (3, 3)

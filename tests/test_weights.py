@@ -22,7 +22,7 @@ from builders import (
 from onnx import helper, numpy_helper
 
 import onnx_fc2conv
-from onnx_fc2conv.graph import GraphIndex
+from onnx_fc2conv.graph import constant, import_graph
 
 C, H0, W0, M = 4, 4, 3, 5
 K = C * H0 * W0
@@ -126,9 +126,9 @@ def test_weights_in_constant_or_identity_nodes(kind: str) -> None:
     fc = next(n for n in model.graph.node if n.name == "fc")
     w_value = onnx_fc2conv.inspect(model)  # the matcher sees through both forms
     assert w_value.heads and not w_value.skipped
-    ix = GraphIndex(model)
-    w = ix.constant(fc.input[1])
-    b = ix.constant(fc.input[2])
+    tensors = import_graph(model).tensors()
+    w = constant(tensors[fc.input[1]])
+    b = constant(tensors[fc.input[2]])
     result = convert(model)
     out = result.model
     # the weight's Constant / Identity nodes went with the Gemm (the kernel is a new initializer);
@@ -137,7 +137,7 @@ def test_weights_in_constant_or_identity_nodes(kind: str) -> None:
     assert ops(out) == ["Conv", "Relu", *bias_nodes, "Conv"]
     conv = out.graph.node[-1]
     np.testing.assert_array_equal(initializer(out, conv.input[1]), w.reshape(M, C, H0, W0))
-    np.testing.assert_array_equal(GraphIndex(out).constant(conv.input[2]), b)
+    np.testing.assert_array_equal(constant(import_graph(out).tensors()[conv.input[2]]), b)
     assert_sliding(model, out, big_input((1, 3, 6, 7)), window=(5, 4))
 
 

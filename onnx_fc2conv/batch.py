@@ -1,0 +1,123 @@
+"""Which batch the written model may claim: follow the batch axis from the inputs to the outputs.
+
+Exporters bake the exported batch into constants: a final `Reshape [1, 1000]`, a `[1, C]` target
+after a pool. Where a Reshape's constant target copies the batch (its first dim is the exported
+batch, the input's first dim is the batch and the other dims keep their sizes), a `0` there
+(allowzero=0: "copy the input's dim") is exact for every batch. A node that moves the batch into
+another axis (a `Reshape [-1]` that flattens the batch with the features, a Concat or a reduce over
+the batch axis, a Flatten at axis 0, an Expand or Tile that repeats it) pins the batch: the written
+model then keeps the exported batch, and the result names the node.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .graph import Edit, constant, node_id, node_label, shape
+from .heads import Skipped
+from .layout import InputLayout
+from .rules.backbone_base import BackboneFix
+from .rules.base import Code, axes_of
+
+_AXIS_OPS = frozenset({"Concat", "Split", "Gather", "Softmax", "LogSoftmax", "Hardmax", "ArgMax", "ArgMin", "TopK"})
+_REDUCES = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2"})
+_SIZE_ONLY = frozenset({"Shape", "Size"})
+
+
+@dataclass
+class BatchPlan:
+    fixes: list[BackboneFix] = field(default_factory=list)
+    pins: list[Skipped] = field(default_factory=list)
+
+
+class _BatchTarget:
+    """Rewrite: the Reshape's first target dim becomes 0 (copy the batch)."""
+
+    def rewrite(self, fix: BackboneFix, edit: Edit) -> None:
+        node = fix.target
+        node.inputs[1] = edit.constant(f"{node.inputs[1].name}_any_batch", np.array(fix.data, np.int64))
+
+
+def plan_batch(graph: gs.Graph, layouts: dict[str, InputLayout]) -> BatchPlan:
+    """Fixes that free the batch, and the nodes that pin it (graph cleaned up and sorted)."""
+    plan = BatchPlan()
+    batch_axis: dict[int, int] = {}
+    for tensor in graph.inputs:
+        layout = layouts.get(tensor.name)
+        if layout is not None and isinstance((shape(tensor) or ())[layout.batch], int):
+            batch_axis[id(tensor)] = layout.batch
+    if not batch_axis:
+        return plan  # the batch is symbolic already (or there is no image input)
+    for node in graph.nodes:
+        axis = next((batch_axis[id(t)] for t in node.inputs if id(t) in batch_axis), None)
+        if axis is None or node.op in _SIZE_ONLY:
+            continue
+        try:
+            out = _follow(node, axis, plan)
+        except _Pinned as pinned:
+            plan.pins.append(Skipped(node_id(node), f"{node_label(node)} {pinned}", Code.BAKED_BATCH))
+            continue
+        for tensor in node.outputs:
+            batch_axis[id(tensor)] = out
+    return plan
+
+
+class _Pinned(Exception):
+    """Why a node pins the batch (completes a sentence naming the node)."""
+
+
+def _follow(node: gs.Node, axis: int, plan: BatchPlan) -> int:
+    """Where the batch axis is in the node's outputs."""
+    op = node.op
+    if op == "Transpose":
+        return (
+            list(node.attrs["perm"]).index(axis)
+            if "perm" in node.attrs
+            else len(shape(node.inputs[0]) or ()) - 1 - axis
+        )
+    if op == "Reshape":
+        return _reshape(node, axis, plan)
+    if op == "Flatten":
+        if node.attrs.get("axis", 1) == 0 or axis != 0:
+            raise _Pinned("flattens the batch into the features")
+        return 0
+    rank = len(shape(node.inputs[0]) or ())
+    if op in _AXIS_OPS and rank and node.attrs.get("axis", 0) % rank == axis:
+        raise _Pinned("works along the batch axis")
+    if op in _REDUCES and rank and axis in (axes_of(node, rank) or set(range(rank))):
+        raise _Pinned("reduces over the batch axis")
+    if op in ("Expand", "Tile"):
+        value = constant(node.inputs[1])
+        if value is None or value.reshape(-1)[axis] != 1:
+            raise _Pinned("repeats along the batch axis")
+    if op in ("Squeeze", "Unsqueeze") and axis != 0:
+        raise _Pinned("moves the batch axis")
+    return axis
+
+
+def _reshape(node: gs.Node, axis: int, plan: BatchPlan) -> int:
+    in_shape, out_shape = shape(node.inputs[0]), shape(node.outputs[0])
+    target = constant(node.inputs[1]) if len(node.inputs) > 1 else None
+    if target is None:  # computed from Shape at run time: trust what inference says, verification runs batch 2
+        if axis == 0 and in_shape and out_shape and out_shape[0] == in_shape[0]:
+            return 0
+        raise _Pinned("computes a target that does not keep the batch first")
+    dims = [int(d) for d in target.reshape(-1)]
+    zero_copies = not node.attrs.get("allowzero", 0)
+    if axis != 0 or not in_shape or not dims or not all(isinstance(d, int) for d in in_shape):
+        raise _Pinned(f"reshapes the batch with target {dims}")
+    rest_in = math.prod(in_shape[1:])
+    rest_out = [d for d in dims[1:]]
+    keeps_rest = -1 in rest_out or math.prod(rest_out) == rest_in
+    if keeps_rest and ((dims[0] == 0 and zero_copies) or (dims[0] == -1 and -1 not in rest_out)):
+        return 0
+    if keeps_rest and dims[0] == in_shape[0] and zero_copies:
+        change = f"target {dims} -> {[0, *dims[1:]]}: the batch is copied, not fixed"
+        fix = BackboneFix(node_id(node), "Reshape", change, _BatchTarget(), node, [0, *dims[1:]])
+        plan.fixes.append(fix)
+        return 0
+    raise _Pinned(f"folds the batch into its target {dims}")

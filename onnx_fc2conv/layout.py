@@ -1,0 +1,82 @@
+"""Where an input's batch, channel and spatial axes are, found by following its data.
+
+From the input, the data is followed through ops that keep or permute axes (elementwise ops,
+Cast, normalisations, Pad, Resize, Transpose, Reshapes that only move unit dims) to the first op
+that gives the axes their meaning: a Conv or a pool reads `[N, C, *S]`. Every path that gets
+there must agree; an input no path traces is refused by name. Axes are never chosen by position
+(a Keras model scales and normalises its NHWC input before the Transpose to NCHW).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx_graphsurgeon as gs
+
+from .graph import constant, shape, users
+from .rules.backbone_unit_reshape import unit_dim_permutation
+from .rules.tail_elementwise import Elementwise
+from .rules.tail_per_feature import PerFeature
+
+_MEANING = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
+_KEEP = (
+    Elementwise.ops
+    | PerFeature.ops
+    | frozenset({"InstanceNormalization", "LRN", "Pad", "Resize", "Upsample", "QuantizeLinear", "DequantizeLinear"})
+)
+
+
+@dataclass(frozen=True)
+class InputLayout:
+    """Axes of one graph input: batch, channel and spatial (innermost last)."""
+
+    name: str
+    batch: int | None  # None: the batch stays as exported (a node pins it)
+    channel: int
+    spatial: tuple[int, ...]
+
+
+def trace_layout(tensor: gs.Tensor) -> InputLayout | None:
+    """The input's layout, or None when no path reaches a Conv or pool, or paths disagree."""
+    found: set[tuple[int, ...]] = set()
+    stack: list[tuple[gs.Tensor, tuple[int, ...]]] = [(tensor, tuple(range(len(shape(tensor) or ()))))]
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    while stack:
+        current, order = stack.pop()
+        for node in users(current):
+            key = (id(node), order)
+            if key in seen:
+                continue
+            seen.add(key)
+            if node.op in _MEANING and node.inputs[0] is current:
+                found.add(order)
+            elif node.op in _KEEP and _data_input(node, current):
+                stack.extend((out, order) for out in node.outputs[:1])
+            elif node.op == "Transpose":
+                perm = node.attrs.get("perm") or list(reversed(range(len(order))))
+                stack.append((node.outputs[0], tuple(order[p] for p in perm)))
+            elif node.op == "Reshape":
+                perm = _unit_dims_moved(node)
+                if perm is not None:
+                    stack.append((node.outputs[0], tuple(order[p] for p in perm)))
+    if len(found) != 1:
+        return None
+    order = found.pop()
+    if len(order) < 3:
+        return None
+    return InputLayout(tensor.name, order[0], order[1], tuple(order[2:]))
+
+
+def _data_input(node: gs.Node, current: gs.Tensor) -> bool:
+    """`current` flows through `node` elementwise: every other operand is a constant."""
+    return all(t is current or not t.name or constant(t) is not None for t in node.inputs)
+
+
+def _unit_dims_moved(node: gs.Node) -> list[int] | None:
+    in_shape, target = shape(node.inputs[0]), constant(node.inputs[1]) if len(node.inputs) > 1 else None
+    if in_shape is None or target is None:
+        return None
+    dims = [int(d) for d in target.reshape(-1)]
+    if list(in_shape) == dims:
+        return list(range(len(dims)))
+    return unit_dim_permutation(list(in_shape), dims)

@@ -1,0 +1,40 @@
+"""A flatten of a channel-last map: `Transpose(perm=[0, 2, .., r-1, 1]) -> flatten -> FC`.
+
+The FC weight's `K` axis is then laid out as `[*S, C]`; read in that layout and permuted to
+`[C, *S]` it is the kernel of a Conv on the channel-first map before the Transpose, which goes.
+Besides the flatten only `Shape` may read the transposed map (tf2onnx computes the Reshape
+target from it); the Transpose stays for them.
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from ..graph import is_output, node_label, producer, static_tail, users
+from .base import Code, Refusal
+
+RULES: list = []  # a step of every flatten rule, called by the head walker
+
+
+def channel_last_perm(rank: int) -> tuple[int, ...]:
+    return (0, *range(2, rank), 1)
+
+
+def absorb(graph: gs.Graph, flatten: gs.Node, src: gs.Tensor, src_shape: tuple, fc_label: str):
+    """(channel-first map, perm) when `src` is a channel-last Transpose that can be absorbed."""
+    rank = len(src_shape)
+    node = producer(src)
+    if node is None or node.op != "Transpose" or tuple(node.attrs.get("perm", ())) != channel_last_perm(rank):
+        return None
+    others = [u for u in users(src) if u is not flatten]
+    if not is_output(graph, src) and all(u.op == "Shape" for u in others) and static_tail(node.inputs[0]) is not None:
+        return node.inputs[0], channel_last_perm(rank)
+    if any(d != 1 for d in src_shape[1:-1]):
+        # Not absorbed, [N, H, W, C] would be read as [N, C', H', W']: exact only at the exported
+        # size (a 1 x 1 map cannot grow, so that case stays exact).
+        raise Refusal(
+            Code.CHANNEL_LAST_SHARED,
+            f"{node_label(node)} before {fc_label} moves the channels last and its output is also "
+            "used elsewhere: the kernel layout cannot be proven",
+        )
+    return None

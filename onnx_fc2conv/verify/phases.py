@@ -1,0 +1,273 @@
+"""The phases of verification; each returns what it found (a PhaseResult), verify() composes them.
+
+1. Same size: original and converted on the same seeded inputs at the original size, batch 1
+   (or the converted model's fixed batch); every output compared (compare.py) once the converted
+   output's `1 x 1` spatial dims are dropped.
+2. Batch: where the converted model's batch is symbolic, the same at batch 2, whatever the
+   original's batch. Where the original's batch is fixed (or it cannot run two images at once),
+   its reference is the original run image by image, concatenated. A converted model that keeps
+   a fixed batch is verified at that batch only, and a note says so.
+3. Dense mean: in dense mode, a linear head's map averaged over its cells equals the original's
+   pooled output (at every batch above); a nonlinear one cannot, and a note says so.
+4. Larger sizes: at two larger, non-square sizes, batch 2 (or the fixed batch), the converted
+   model against an independent reference built from the original (reference.py): its backbone
+   and each head on every window; without FC heads, the original graph itself run at that size.
+5. Checker: `onnx.checker.check_model(full_check=True)` on the converted graph.
+
+Not vacuous: every comparison needs matching, non-empty, finite arrays; a run that compared
+nothing fails (VerificationReport.passed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ..errors import one_line
+from ..heads import Head
+from ..shapes import check_graph
+from .compare import PhaseResult, Tolerance, VerificationReport, compare, failed
+from .inputs import Inputs, ModelInput, default_sizes, model_inputs, random_value
+from .reference import HeadsReference, WholeModelReference, run_original
+from .sessions import RunError, run, session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    sizes: tuple[tuple[int, ...], ...] | None = None  # larger spatial sizes; default: two derived ones
+    seed: int = 0
+
+
+@dataclass
+class Setup:
+    """What every phase reads: the two models, their heads, the inputs and the options."""
+
+    original: onnx.ModelProto
+    converted: onnx.ModelProto
+    heads: list[Head]
+    options: VerifyOptions
+    plan: Inputs
+    rng: np.random.Generator
+
+    @classmethod
+    def of(cls, original, converted, heads: list[Head], options: VerifyOptions) -> Setup:
+        plan = model_inputs(original, converted, {h.feature for h in heads if h.reads_input})
+        return cls(original, converted, heads, options, plan, np.random.default_rng(options.seed))
+
+    @property
+    def outputs(self) -> list[str]:
+        return [o.name for o in self.original.graph.output]
+
+    @property
+    def dense_outputs(self) -> set[str]:
+        return {o for h in self.heads if h.dense for o in h.outputs}
+
+    @property
+    def dense_mean_outputs(self) -> set[str]:
+        """Outputs of linear dense heads: their map's mean is the original's output."""
+        return {o for h in self.heads if h.dense and h.linear for o in h.outputs}
+
+
+@dataclass
+class BatchRun:
+    """Both models on the same inputs at the original size: their outputs, or why not."""
+
+    batch: int
+    input_shape: tuple[int, ...]
+    expected: dict[str, np.ndarray] = field(default_factory=dict)
+    actual: dict[str, np.ndarray] = field(default_factory=dict)
+    failure: str = ""  # one line: a model could not run
+    notes: list[str] = field(default_factory=list)
+    skipped: bool = False  # an input has unknown dims: nothing was run
+
+
+def run_both(setup: Setup, orig_sess: ort.InferenceSession, conv_sess: ort.InferenceSession, batch: int) -> BatchRun:
+    feeds: dict[str, np.ndarray] = {}
+    for inp in setup.plan.inputs:
+        shape = inp.at_batch(batch)
+        if shape is None:
+            note = f"input '{inp.name}' has unknown dims {list(inp.shape)}; same-size check skipped"
+            return BatchRun(batch, (), notes=[note], skipped=True)
+        feeds[inp.name] = random_value(shape, inp.elem_type, setup.rng)
+    input_shape = next(iter(feeds.values())).shape if feeds else ()
+    result = BatchRun(batch, input_shape)
+    log.info("verify: same size, batch %d", batch)
+    try:
+        result.expected, note = run_original(orig_sess, feeds, setup.plan.original_batch)
+        result.notes += [note] if note else []
+        result.actual = run(conv_sess, _converted_feeds(setup.plan.inputs, feeds), "the converted model")
+    except RunError as exc:
+        result.failure = str(exc)
+    return result
+
+
+def _converted_feeds(inputs: list[ModelInput], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An MLP's input `[N, K]` is fed to the converted model as `[N, K, 1, ..]`."""
+    unit = {i.name: i.unit_axes for i in inputs}
+    return {k: v.reshape(*v.shape, *([1] * unit[k])) for k, v in feeds.items()}
+
+
+def same_size(setup: Setup, batch_run: BatchRun) -> PhaseResult:
+    """Every output that is not a dense map, converted against original."""
+    result = PhaseResult(notes=list(batch_run.notes))
+    if batch_run.skipped:
+        return result
+    for name in setup.outputs:
+        if name in setup.dense_outputs:
+            continue
+        if batch_run.failure:
+            result.comparisons.append(failed("same size", name, batch_run.input_shape, batch_run.failure))
+            continue
+        result.comparisons.append(
+            compare(
+                batch_run.actual[name],
+                batch_run.expected[name],
+                setup.options.tolerance,
+                check="same size",
+                output=name,
+                input_shape=batch_run.input_shape,
+            )
+        )
+    return result
+
+
+def larger_batch(setup: Setup, later_runs: list[BatchRun]) -> PhaseResult:
+    """The same-size comparisons at batch 2; a note when the converted model's batch is fixed."""
+    fixed = setup.plan.fixed_batch
+    if fixed is not None:
+        note = f"the converted model keeps a fixed batch of {fixed}: verified at batch {fixed} only"
+        return PhaseResult(notes=[note])
+    result = PhaseResult()
+    for batch_run in later_runs:
+        found = same_size(setup, batch_run)
+        result.comparisons += found.comparisons
+        result.notes += found.notes
+    return result
+
+
+def dense_mean(setup: Setup, runs: list[BatchRun]) -> PhaseResult:
+    """Dense mode: a linear head's map, averaged over its cells, against the original's output."""
+    result = PhaseResult()
+    if setup.dense_outputs - setup.dense_mean_outputs:
+        result.notes.append(
+            "dense mode with a nonlinear head: the map is the head at every location and is, by design, "
+            "not equal to the original's pooled output"
+        )
+    for batch_run in runs:
+        for name in [o for o in setup.outputs if o in setup.dense_mean_outputs]:
+            if batch_run.skipped:
+                continue
+            if batch_run.failure:
+                result.comparisons.append(failed("dense mean", name, batch_run.input_shape, batch_run.failure))
+                continue
+            exp, got = batch_run.expected[name], batch_run.actual[name]
+            mean = got.mean(axis=tuple(range(exp.ndim, got.ndim)), dtype=np.float64).astype(exp.dtype)
+            tol = setup.options.tolerance
+            result.comparisons.append(
+                compare(mean, exp, tol, check="dense mean", output=name, input_shape=batch_run.input_shape)
+            )
+    return result
+
+
+def larger_sizes(setup: Setup, conv_sess: ort.InferenceSession, exported: dict[str, tuple]) -> PhaseResult:
+    """The converted model at larger sizes against the independent reference (reference.py).
+
+    `exported`: each output's shape at the original size, batch aside (from the same-size run).
+    """
+    inputs = setup.plan.inputs
+    image = [i for i in inputs if i.spatial_axes or i.unit_axes]
+    if not image:
+        return PhaseResult(notes=["no input accepts other sizes; larger-size check not applicable"])
+    if len(image) != 1 or len(inputs) != 1:
+        return PhaseResult(notes=["larger-size check needs exactly one image input; skipped"])
+    inp = image[0]
+    spatial = (1,) * inp.unit_axes if inp.unit_axes else tuple(int(inp.shape[a]) for a in inp.spatial_axes)  # type: ignore[arg-type]
+    sizes = setup.options.sizes or default_sizes(spatial)
+    batch_size = setup.plan.batches[-1]  # 2, or the converted model's fixed batch
+    if setup.heads:
+        reference: HeadsReference | WholeModelReference = HeadsReference(
+            setup.original, setup.converted, setup.heads, inp.name
+        )
+    else:
+        reference = WholeModelReference(setup.original, inp.name, exported, setup.plan.original_batch)
+    result = PhaseResult()
+    for size in sizes:
+        if len(size) != len(spatial):
+            result.notes.append(f"size {list(size)} does not match the input's {len(spatial)} spatial axes")
+            continue
+        shape = _larger_shape(inp, batch_size, size)
+        x = random_value(shape, inp.elem_type, setup.rng)
+        log.info("verify: larger size %s", "x".join(map(str, size)))
+        try:
+            actual = run(conv_sess, {inp.name: x}, f"the converted model at {list(shape)}")
+        except RunError as exc:
+            result.comparisons += [failed("larger size", name, shape, str(exc)) for name in reference.outputs]
+            continue
+        for name, exp in reference.expected(x, actual).items():
+            if isinstance(exp, str):
+                result.comparisons.append(failed("larger size", name, shape, exp))
+                continue
+            tol = setup.options.tolerance
+            result.comparisons.append(
+                compare(actual[name], exp, tol, check="larger size", output=name, input_shape=shape)
+            )
+    result.notes += reference.notes
+    return result
+
+
+def _larger_shape(inp: ModelInput, batch_size: int, size: tuple[int, ...]) -> tuple[int, ...]:
+    if inp.unit_axes:  # an MLP: [N, K] -> [N, K, *size]
+        return (batch_size, int(inp.shape[1]), *size)  # type: ignore[arg-type]
+    shape = [batch_size, *(int(d) for d in inp.shape[1:])]  # type: ignore[arg-type]
+    for axis, s in zip(inp.spatial_axes, size, strict=True):
+        shape[axis] = s
+    return tuple(shape)
+
+
+def checker(original: onnx.ModelProto, converted: onnx.ModelProto) -> tuple[str, PhaseResult]:
+    """The ONNX checker's verdict on the converted graph ("passed" or "failed: why")."""
+    notes = []
+    if converted.ir_version != original.ir_version:
+        notes.append(f"IR version {original.ir_version} -> {converted.ir_version}")
+    try:
+        check_graph(converted)
+    except Exception as exc:  # ValidationError, or shape inference's own errors
+        return f"failed: {one_line(exc)}", PhaseResult(notes=notes)
+    return "passed", PhaseResult(notes=notes)
+
+
+def verify(
+    original: onnx.ModelProto,
+    converted: onnx.ModelProto,
+    heads: list[Head],
+    options: VerifyOptions | None = None,
+) -> VerificationReport:
+    """Check `converted` against `original` (see module docstring). Never raises on a mismatch.
+
+    Sessions live only as long as their phases need them: the original's is freed before the
+    larger sizes, whose reference sessions hold their own cuts of its weights.
+    """
+    setup = Setup.of(original, converted, heads, options or VerifyOptions())
+    orig_sess = session(original)
+    conv_sess = session(converted)
+    runs = [run_both(setup, orig_sess, conv_sess, b) for b in setup.plan.batches]
+    del orig_sess
+    exported = {name: tuple(v.shape[1:]) for name, v in runs[0].expected.items()}
+    phases = [
+        PhaseResult(notes=list(setup.plan.notes)),
+        same_size(setup, runs[0]),
+        larger_batch(setup, runs[1:]),
+        dense_mean(setup, runs),
+    ]
+    del runs  # the outputs are compared; a dense map can be large
+    phases.append(larger_sizes(setup, conv_sess, exported))
+    del conv_sess
+    verdict, checked = checker(original, converted)
+    return VerificationReport.of([*phases, checked], verdict)
