@@ -134,6 +134,8 @@ def export(case: Case, cache: Path, venvs: Path, timeout: float, redo: bool) -> 
 def convert(case: Case, cache: Path, tool: list[str], timeout: float) -> None:
     """`onnx-fc2conv convert --json`, then the independent check of what it wrote."""
     out = case_dir(cache, case)
+    if not export_loads(case, out, timeout):
+        return
     target = out / "converted.onnx"
     for stale in (target, out / "converted.onnx.data", out / "check.json"):
         stale.unlink(missing_ok=True)
@@ -174,6 +176,16 @@ def original_at_larger_size(case: Case, out: Path, timeout: float) -> str:
     if result["passed"]:
         return f"the export itself, input relaxed and nothing else changed, runs at {size} and equals the framework"
     return f"the export itself, input relaxed, at {size}: {result.get('error', '')}"
+
+
+def export_loads(case: Case, out: Path, timeout: float) -> bool:
+    """The export in onnxruntime against the framework (batch 1); one that does not load is an export failure."""
+    code, stdout, stderr, _ = run([sys.executable, str(HERE / "check.py"), "--export", str(out)], timeout, out)
+    result = json.loads(stdout) if code == 0 else {"loads": False, "error": last_error_line(stderr)}
+    case.info["export_check"] = result
+    if not result["loads"]:
+        case.result, case.detail = "export failed", [f"the export does not load in onnxruntime: {result['error']}"]
+    return result["loads"]
 
 
 def unverified(case: Case, out: Path, tool: list[str], timeout: float) -> str:

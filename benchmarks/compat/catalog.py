@@ -141,7 +141,7 @@ PADDLE = _family(
         ("shufflenet_v2_swish", 64),
         ("squeezenet1_0", 64),
         ("densenet121", 64),
-        ("googlenet", 64, {"note": "three outputs: main head behind a global pool, two flattened aux heads"}),
+        ("googlenet", 224, {"note": "three outputs: main head behind a global pool, two flattened aux heads"}),
         ("inception_v3", 128),
     ],
 )

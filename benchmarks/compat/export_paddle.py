@@ -33,7 +33,7 @@ def randomize_norms(model: paddle.nn.Layer, arch: Arch) -> None:
     for layer in norms:
         c = layer._mean.shape[0]
         if layer.weight is not None:
-            layer.weight.set_value((0.5 + rng.random(c)).astype(np.float32))
+            layer.weight.set_value((0.2 + 0.3 * rng.random(c)).astype(np.float32))
             layer.bias.set_value((0.1 * rng.standard_normal(c)).astype(np.float32))
         layer._momentum = 0.0
     if norms:
@@ -43,8 +43,8 @@ def randomize_norms(model: paddle.nn.Layer, arch: Arch) -> None:
     for layer in norms:
         c = layer._mean.shape[0]
         var = layer._variance.numpy()
-        layer._mean.set_value((layer._mean.numpy() + 0.1 * np.sqrt(var) * rng.standard_normal(c)).astype(np.float32))
-        layer._variance.set_value((var * (0.7 + 0.6 * rng.random(c))).astype(np.float32))
+        layer._mean.set_value((layer._mean.numpy() + 0.05 * np.sqrt(var) * rng.standard_normal(c)).astype(np.float32))
+        layer._variance.set_value((var * (0.9 + 0.2 * rng.random(c))).astype(np.float32))
     model.eval()
 
 

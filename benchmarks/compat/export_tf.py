@@ -45,7 +45,7 @@ def randomize(model: tf.keras.Model, arch: Arch) -> None:
             elif name.startswith("bias") or name.startswith("beta"):
                 var.assign(0.1 * rng.standard_normal(shape))
             elif name.startswith("gamma"):
-                var.assign(0.5 + rng.random(shape))
+                var.assign(0.2 + 0.3 * rng.random(shape))
         if isinstance(layer, tf.keras.layers.BatchNormalization):
             layer.momentum = 0.0
             norms.append(layer)
@@ -53,8 +53,8 @@ def randomize(model: tf.keras.Model, arch: Arch) -> None:
         model(rng.standard_normal((8, *arch.size, 3)).astype(np.float32), training=True)
     for layer in norms:
         var = layer.moving_variance.numpy()
-        layer.moving_mean.assign(layer.moving_mean.numpy() + 0.1 * np.sqrt(var) * rng.standard_normal(var.shape))
-        layer.moving_variance.assign(var * (0.7 + 0.6 * rng.random(var.shape)))
+        layer.moving_mean.assign(layer.moving_mean.numpy() + 0.05 * np.sqrt(var) * rng.standard_normal(var.shape))
+        layer.moving_variance.assign(var * (0.9 + 0.2 * rng.random(var.shape)))
 
 
 def at_size(model: tf.keras.Model, size: tuple[int, int]) -> tf.keras.Model:
