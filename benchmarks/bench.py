@@ -454,7 +454,7 @@ def bench_larger(quick: bool) -> None:
     if out.shape != (1, 1000, 8, 8):
         raise SystemExit(f"the converted AlexNet gives {out.shape} at 451, expected (1, 1000, 8, 8)")
     # The top-left window has no padding influence from outside the crop only for unpadded
-    # backbones; this one pads conv2..5, so only the shapes are checked here (verify.py has the
+    # backbones; this one pads conv2..5, so only the shapes are checked here (verify/reference.py has the
     # independent reference).
 
     def loop() -> None:
@@ -514,10 +514,11 @@ def _reset_peak() -> None:
 
 def _trace_stages(verify: bool) -> list[str]:
     """Wrap convert_file's stages to record time and peak RSS of each (child process only)."""
-    # import_module: the package's `verify` function shadows the `verify` submodule attribute
+    # import_module: the package's `verify` function shadows the `verify` subpackage attribute
     api = importlib.import_module("onnx_fc2conv.api")
     fio = importlib.import_module("onnx_fc2conv.files")
-    vfy = importlib.import_module("onnx_fc2conv.verify")
+    phases = importlib.import_module("onnx_fc2conv.verify.phases")
+    reference = importlib.import_module("onnx_fc2conv.verify.reference")
 
     lines: list[str] = []
     depth = [0]
@@ -543,8 +544,9 @@ def _trace_stages(verify: bool) -> list[str]:
     wrap(fio, "load_model", "files.load_model")
     if verify:
         wrap(api, "verify_conversion", "api.verify_conversion")
-        wrap(vfy, "session", "verify.session (one onnxruntime session)")
-        wrap(vfy, "_verify_larger", "verify._verify_larger")
+        wrap(phases, "session", "verify.session (the original's or the converted's session)")
+        wrap(phases, "larger_sizes", "verify.larger_sizes")
+        wrap(reference, "session", "verify.session (a reference cut's session)")
         wrap(onnx.checker, "check_model", "onnx.checker.check_model")
         return lines
     wrap(onnx, "load_model", "onnx.load_model (read + parse)")

@@ -18,13 +18,22 @@ from .api import (
     verify,
     window_geometry,
 )
-from .errors import Fc2ConvError, ModelLoadError, NotConvertibleError, UsageError, VerificationError
+from .errors import (
+    CheckerError,
+    Fc2ConvError,
+    ModelLoadError,
+    ModelRunError,
+    NotConvertibleError,
+    UsageError,
+    VerificationError,
+)
 from .geometry import Geometry
 from .heads import FcLayer, Head, Skipped
 from .shapes import DimNames
 from .verify import Comparison, Tolerance, VerificationReport
 
 __all__ = [
+    "CheckerError",
     "Comparison",
     "ConversionResult",
     "ConvertOptions",
@@ -36,6 +45,7 @@ __all__ = [
     "HeadRewrite",
     "Inspection",
     "ModelLoadError",
+    "ModelRunError",
     "NotConvertibleError",
     "Skipped",
     "Tolerance",

@@ -13,7 +13,7 @@ import onnx_graphsurgeon as gs
 from . import files
 from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
-from .errors import ModelLoadError, NotConvertibleError, VerificationError, one_line
+from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
 from .graph import Edit, ancestors, import_graph, node_label, opset_version, shape, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
@@ -29,6 +29,8 @@ from .shapes import (
     relax_inputs,
     restore_output_ranks,
 )
+from .sizes import ValidSizes, valid_sizes
+from .sizes import record as record_claims
 from .verify import Tolerance, VerificationReport, VerifyOptions
 from .verify import verify as _verify_models
 
@@ -76,6 +78,7 @@ class ConversionResult:
     verification: VerificationReport | None = None
     removed_nodes: int = 0
     geometry: dict[str, Geometry | str] = field(default_factory=dict)  # per output: window geometry
+    valid_sizes: ValidSizes | None = None  # the input sizes the model runs at
 
     @property
     def heads(self) -> list[Head]:
@@ -120,7 +123,7 @@ def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspe
     options = options or ConvertOptions()
     model = _load(source, copy=True)
     graph, search = _analyse(model, options)
-    plan = plan_backbone(graph, search.heads)
+    plan = plan_backbone(model, graph, search.heads)
     inputs = {t.name: shape(t) or () for t in graph.inputs}
     geometry: dict[str, Geometry | str] = {}
     if not search.skipped and not plan.refusals:
@@ -171,10 +174,31 @@ def verify_conversion(
     original: onnx.ModelProto, result: ConversionResult, options: ConvertOptions
 ) -> VerificationReport:
     log.info("verifying with onnxruntime")
-    report = _verify_models(original, result.model, result.heads, options.verify_options)
+    verify_options = options.verify_options
+    if result.valid_sizes is not None:
+        verify_options = replace(verify_options, sizes=_checked_sizes(options.sizes, result.valid_sizes))
+    report = _verify_models(original, result.model, result.heads, verify_options)
+    cannot_run = "the original model cannot run: "
+    broken = next((c.note for c in report.failures if c.note.startswith(cannot_run)), None)
+    if broken is not None:  # the original's own failure is the input's problem, not the conversion's
+        raise ModelRunError(f"onnxruntime cannot run the original model: {broken.removeprefix(cannot_run)}")
     if not report.passed:
         raise VerificationError(_failure_line(report), report)
     return report
+
+
+def _checked_sizes(sizes: tuple[tuple[int, ...], ...] | None, valid: ValidSizes) -> tuple[tuple[int, ...], ...]:
+    """The sizes to verify at: the user's, each one the model accepts (UsageError otherwise), or two
+    larger valid ones."""
+    if sizes is None:
+        return valid.larger()
+    for size in sizes:
+        text = "x".join(map(str, size))
+        if len(size) != len(valid.minimum):
+            raise UsageError(f"--size {text} has {len(size)} dims; the input has {len(valid.minimum)} spatial dims")
+        if not valid.accepts(size):
+            raise UsageError(f"--size {text} is not a size this model runs at; valid sizes: {valid.describe()}")
+    return sizes
 
 
 def _failure_line(report: VerificationReport) -> str:
@@ -189,16 +213,18 @@ def _failure_line(report: VerificationReport) -> str:
 
 def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:
     graph, search = _analyse(model, options)
-    if search.skipped:
-        reasons = [f"{s.node}: {s.reason}" for s in search.skipped]
-        total = search.candidates
-        what = "no FC head" if not search.heads else f"{len(search.skipped)} of {total} FC heads"
+    # a head on a globally pooled vector runs at any size as it is; only --dense needs it rewritten
+    kept = [s for s in search.skipped if s.pooled and not options.dense]
+    refused = [s for s in search.skipped if s not in kept]
+    if refused:
+        reasons = [f"{s.node}: {s.reason}" for s in refused]
+        what = "no FC head" if not search.heads else f"{len(refused)} of {search.candidates} FC heads"
         # the candidate nearest the outputs (the classifier, in a transformer) leads the message
-        raise NotConvertibleError(f"{what} can be rewritten exactly: {search.skipped[-1].reason}", reasons)
-    plan = plan_backbone(graph, search.heads)
+        raise NotConvertibleError(f"{what} can be rewritten exactly: {refused[-1].reason}", reasons)
+    plan = plan_backbone(model, graph, search.heads)
     if plan.refusals:
         raise NotConvertibleError(plan.refusals[0].reason, [r.reason for r in plan.refusals])
-    notices: list[str] = []
+    notices = [f"head {s.node} stays on the pooled vector as it is: {s.reason}" for s in kept]
     output_names = [t.name for t in graph.outputs]
     edit = Edit(graph)
     for fix in plan.fixes:
@@ -218,7 +244,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     removed = len(original_nodes - {id(n) for n in graph.nodes}) - replaced
     mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.reads_input}
     relaxed = relax_inputs(model, layouts, options.dim_names, mlp_inputs)
-    if not search.heads:
+    if not search.heads and not kept:
         notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
     for head in search.heads:
         if options.dense and not head.dense:
@@ -235,9 +261,25 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     for head in search.heads:
         log.info("head %s: %s -> Conv", head.name, head.description)
     geometry = output_geometry(model)
+    valid = _valid_sizes(model, layouts, relaxed, geometry)
+    record_claims(model, valid, next((g for g in geometry.values() if isinstance(g, Geometry)), None))
+    fixes = plan.fixes + batch.fixes
     return ConversionResult(
-        model, rewrites, relaxed, plan.fixes + batch.fixes, notices, removed_nodes=removed, geometry=geometry
+        model, rewrites, relaxed, fixes, notices, removed_nodes=removed, geometry=geometry, valid_sizes=valid
     )
+
+
+def _valid_sizes(
+    model: onnx.ModelProto, layouts: dict[str, InputLayout], relaxed: list[RelaxedInput], geometry: dict
+) -> ValidSizes | None:
+    """Valid sizes of the first image input whose exported spatial size is known."""
+    for r in relaxed:
+        layout = layouts.get(r.name)
+        exported = tuple(r.old_shape[a] for a in layout.spatial) if layout else ()
+        if layout and all(isinstance(d, int) for d in exported):
+            stride = next((g.stride for g in geometry.values() if isinstance(g, Geometry)), None)
+            return valid_sizes(model, layout, exported, stride)  # type: ignore[arg-type]
+    return None
 
 
 def _input_layouts(graph: gs.Graph, heads: list[Head]) -> dict[str, InputLayout]:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import onnx
 import onnx_graphsurgeon as gs
 
-from .graph import ancestors, node_id, shape
+from .graph import ancestors, node_id, set_value_info_dims, shape, value_info_dims
 from .heads import Head, Skipped
+from .layout import trace_layout
 from .rules import BACKBONE_RULES
-from .rules.backbone_base import BackboneFix
+from .rules.backbone_base import BackboneContext, BackboneFix
 from .rules.base import Refusal
+from .shapes import skeleton
 
 __all__ = ["BackboneFix", "BackbonePlan", "plan_backbone"]
 
@@ -32,27 +35,75 @@ def _spatial_count(graph: gs.Graph) -> int:
     return (max(image) - 2) if image else 0
 
 
-def _backbone_nodes(graph: gs.Graph, heads: list[Head]) -> list[gs.Node]:
-    if not heads:
-        return list(graph.nodes)
-    ids = {id(n) for n in ancestors(h.flatten.feature for h in heads)}
-    return [n for n in graph.nodes if id(n) in ids]
+def _input_fed(graph: gs.Graph) -> set[int]:
+    """Ids of the nodes that depend on an image input (a weight computed at run time does not)."""
+    fed = {id(t) for t in graph.inputs if len(shape(t) or ()) >= 3}
+    nodes = set()
+    for node in graph.nodes:
+        if any(id(t) in fed for t in node.inputs):
+            fed.update(id(t) for t in node.outputs)
+            nodes.add(id(node))
+    return nodes
 
 
-def plan_backbone(graph: gs.Graph, heads: list[Head]) -> BackbonePlan:
-    """What would make the backbone size-agnostic; nothing is changed (see `BackboneFix.apply`)."""
+def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) -> BackbonePlan:
+    """What would make the backbone size-agnostic; nothing is changed (see `BackboneFix.apply`).
+
+    Nodes between the inputs and the heads' maps are looked at in graph order; what follows a
+    refused node has no known shape at the probe size (so a later Reshape that only fits the
+    refused one's output is listed too).
+    """
     plan = BackbonePlan()
     spatial = _spatial_count(graph)
     if spatial == 0:
         return plan
-    for node in _backbone_nodes(graph, heads):
+    probed = _probe_shapes(model, graph)
+    tainted: set[int] = set()
+    fed = _input_fed(graph)
+    ctx = BackboneContext(graph, spatial, lambda t: None if id(t) in tainted else probed.get(t.name), fed.__contains__)
+    region = {id(n) for n in ancestors(h.flatten.feature for h in heads)} if heads else {id(n) for n in graph.nodes}
+    for node in graph.nodes:
+        if any(id(t) in tainted for t in node.inputs):
+            tainted.update(id(t) for t in node.outputs)
+        if id(node) not in region:
+            continue
         for rule in (r for r in BACKBONE_RULES if node.op in r.ops):
             try:
-                fix = rule.match(graph, node, spatial)
+                fix = rule.match(ctx, node)
             except Refusal as refusal:
                 plan.refusals.append(Skipped(node_id(node), refusal.reason, refusal.code))
+                tainted.update(id(t) for t in node.outputs)
                 break
             if fix is not None:
                 plan.fixes.append(fix)
                 break
     return plan
+
+
+_PROBE_GROWTH = 64  # keeps every size modulo strides up to 64, so multi-branch backbones still fit
+
+
+def _probe_shapes(model: onnx.ModelProto, graph: gs.Graph) -> dict[str, tuple]:
+    """Every inferable shape with each traced image input grown by 64 on its spatial axes."""
+    skel = skeleton(model)
+    layouts = {t.name: trace_layout(t) for t in graph.inputs}
+    for vi in skel.graph.input:
+        layout, dims = layouts.get(vi.name), list(value_info_dims(vi) or ())
+        if layout is None or not all(isinstance(dims[a], int) for a in layout.spatial):
+            continue
+        for a in layout.spatial:
+            dims[a] += _PROBE_GROWTH
+        set_value_info_dims(vi, dims)
+    skel.graph.ClearField("value_info")
+    for out in skel.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+    except Exception:  # onnx reports malformed graphs in its own types: then nothing is known
+        return {}
+    found = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input]:
+        dims = value_info_dims(vi)
+        if dims is not None:
+            found[vi.name] = dims
+    return found

@@ -24,6 +24,7 @@ from .rules.backbone_base import BackboneFix
 from .rules.base import Code, axes_of
 
 _AXIS_OPS = frozenset({"Concat", "Split", "Gather", "Softmax", "LogSoftmax", "Hardmax", "ArgMax", "ArgMin", "TopK"})
+_DEFAULT_AXIS = {"Softmax": -1, "LogSoftmax": -1, "Hardmax": -1, "TopK": -1}  # opset 13 (1 before: never 0)
 _REDUCES = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2"})
 _SIZE_ONLY = frozenset({"Shape", "Size"})
 
@@ -35,11 +36,25 @@ class BatchPlan:
 
 
 class _BatchTarget:
-    """Rewrite: the Reshape's first target dim becomes 0 (copy the batch)."""
+    """Rewrite: the Reshape's first target dim copies the batch: a 0 (allowzero=0), else
+    `Concat(Shape(x)[0:1], rest)` (allowzero=1 reads a 0 as a zero-sized dim)."""
 
     def rewrite(self, fix: BackboneFix, edit: Edit) -> None:
         node = fix.target
-        node.inputs[1] = edit.constant(f"{node.inputs[1].name}_any_batch", np.array(fix.data, np.int64))
+        rest = np.array(fix.data[1:], np.int64)
+        if not node.attrs.get("allowzero", 0):
+            node.inputs[1] = edit.constant(f"{node.inputs[1].name}_any_batch", np.concatenate([[0], rest]))
+            return
+        base = node.name or node.outputs[0].name
+        dims, batch, target = (edit.variable(f"{base}_batch_{k}") for k in ("shape", "dim", "target"))
+        start, stop = (
+            edit.constant(f"{base}_batch_{k}", np.array([v], np.int64)) for k, v in (("start", 0), ("stop", 1))
+        )
+        edit.add_node("Shape", f"{base}_batch_Shape", [node.inputs[0]], [dims], at=node)
+        edit.add_node("Slice", f"{base}_batch_Slice", [dims, start, stop], [batch], at=node)
+        rest_const = edit.constant(f"{base}_batch_rest", rest)
+        edit.add_node("Concat", f"{base}_batch_Concat", [batch, rest_const], [target], at=node, axis=0)
+        node.inputs[1] = target
 
 
 def plan_batch(graph: gs.Graph, layouts: dict[str, InputLayout]) -> BatchPlan:
@@ -74,11 +89,10 @@ def _follow(node: gs.Node, axis: int, plan: BatchPlan) -> int:
     """Where the batch axis is in the node's outputs."""
     op = node.op
     if op == "Transpose":
-        return (
-            list(node.attrs["perm"]).index(axis)
-            if "perm" in node.attrs
-            else len(shape(node.inputs[0]) or ()) - 1 - axis
-        )
+        perm = list(node.attrs.get("perm") or reversed(range(len(shape(node.inputs[0]) or ()))))
+        if axis not in perm:
+            raise _Pinned(f"has a perm {perm} without the batch axis")
+        return perm.index(axis)
     if op == "Reshape":
         return _reshape(node, axis, plan)
     if op == "Flatten":
@@ -86,13 +100,13 @@ def _follow(node: gs.Node, axis: int, plan: BatchPlan) -> int:
             raise _Pinned("flattens the batch into the features")
         return 0
     rank = len(shape(node.inputs[0]) or ())
-    if op in _AXIS_OPS and rank and node.attrs.get("axis", 0) % rank == axis:
+    if op in _AXIS_OPS and rank and node.attrs.get("axis", _DEFAULT_AXIS.get(op, 0)) % rank == axis:
         raise _Pinned("works along the batch axis")
     if op in _REDUCES and rank and axis in (axes_of(node, rank) or set(range(rank))):
         raise _Pinned("reduces over the batch axis")
-    if op in ("Expand", "Tile"):
+    if op in ("Expand", "Tile"):  # a shape computed from Shape(x) follows x's batch; verification runs batch 2
         value = constant(node.inputs[1])
-        if value is None or value.reshape(-1)[axis] != 1:
+        if value is not None and (value.size <= axis or value.reshape(-1)[axis] != 1):
             raise _Pinned("repeats along the batch axis")
     if op in ("Squeeze", "Unsqueeze") and axis != 0:
         raise _Pinned("moves the batch axis")
@@ -115,8 +129,9 @@ def _reshape(node: gs.Node, axis: int, plan: BatchPlan) -> int:
     keeps_rest = -1 in rest_out or math.prod(rest_out) == rest_in
     if keeps_rest and ((dims[0] == 0 and zero_copies) or (dims[0] == -1 and -1 not in rest_out)):
         return 0
-    if keeps_rest and dims[0] == in_shape[0] and zero_copies:
-        change = f"target {dims} -> {[0, *dims[1:]]}: the batch is copied, not fixed"
+    if keeps_rest and dims[0] == in_shape[0]:
+        copied = [0, *dims[1:]] if zero_copies else f"Concat(Shape(input)[0:1], {dims[1:]})"
+        change = f"target {dims} -> {copied}: the batch is copied, not fixed"
         fix = BackboneFix(node_id(node), "Reshape", change, _BatchTarget(), node, [0, *dims[1:]])
         plan.fixes.append(fix)
         return 0

@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from . import api, report
-from .errors import Fc2ConvError, NotConvertibleError, VerificationError, one_line
+from .errors import Fc2ConvError, NotConvertibleError, VerificationError, one_line, printable
 from .shapes import DimNames
+from .signals import Interrupted, raising_on_signals
 from .verify import Tolerance, VerificationReport
 
 log = logging.getLogger("onnx_fc2conv")
 
 _DEFAULT_TOL = Tolerance()
+_LINE_LIMIT = 2000  # an error line longer than this is cut (a model's names can be any length)
 
 
 def _parse_size(text: str) -> tuple[int, ...]:
@@ -50,13 +54,13 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
 
 def _fail(exc: Fc2ConvError, as_json: bool) -> None:
     """One line on stderr (plus one per refused candidate), the documented exit code."""
-    click.echo(f"onnx-fc2conv: error: {exc}", err=True)
-    reasons = exc.reasons if isinstance(exc, NotConvertibleError) else []
+    click.echo(f"onnx-fc2conv: error: {one_line(exc, _LINE_LIMIT)}", err=True)
+    reasons = [printable(r) for r in exc.reasons] if isinstance(exc, NotConvertibleError) else []
     if len(reasons) > 1:
         for reason in reasons:
             click.echo(f"  - {reason}", err=True)
     if as_json:
-        payload: dict[str, Any] = {"status": "error", "exit_code": exc.exit_code, "error": str(exc)}
+        payload: dict[str, Any] = {"status": "error", "exit_code": exc.exit_code, "error": one_line(exc, _LINE_LIMIT)}
         if reasons:
             payload["reasons"] = reasons
         if isinstance(exc, VerificationError) and isinstance(exc.report, VerificationReport):
@@ -67,23 +71,32 @@ def _fail(exc: Fc2ConvError, as_json: bool) -> None:
     sys.exit(exc.exit_code)
 
 
+def _log_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    log.debug("%s: %s", category.__name__, one_line(Exception(str(message))))
+
+
 def _guard(as_json: bool, debug: bool, action: Callable[[], None]) -> None:
     try:
-        action()
+        with raising_on_signals(), warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _log_warning  # onnx's warnings (unknown external data keys, ...)
+            action()
     except Fc2ConvError as exc:
         if debug:
             raise
         _fail(exc, as_json)
-    except KeyboardInterrupt:
-        click.echo("onnx-fc2conv: interrupted; nothing written", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
+        done = f"{stop.written} was written whole before stopping" if stop.written else "nothing written"
+        click.echo(f"onnx-fc2conv: interrupted ({stop.name}); {done}", err=True)
+        sys.exit(stop.exit_code)
     except MemoryError:
         click.echo("onnx-fc2conv: error: out of memory; nothing written", err=True)
         sys.exit(2)
     except OSError as exc:  # a file the tool reads or writes: say which and why, in one line
         if debug:
             raise
-        where = f"{exc.filename}: " if exc.filename else ""
+        where = f"{printable(str(exc.filename))}: " if exc.filename else ""
         click.echo(f"onnx-fc2conv: error: {where}{exc.strerror or one_line(exc)}", err=True)
         sys.exit(2)
     except Exception as exc:  # a bug or an unforeseen model: still one line, no traceback

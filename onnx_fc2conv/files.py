@@ -2,73 +2,30 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
 
-from .errors import ModelLoadError, UsageError, one_line
+from .container import check_as_written, container_problems, input_dims_problem, structure_problem, text_problem
+from .errors import CheckerError, ModelLoadError, UsageError, one_line, quoted
+from .signals import signals_deferred
+from .tensor_data import all_tensors, attribute_tensors, proto_size, raw_data_lengths
+from .tensor_data import check_tensor_sizes as _check_tensor_sizes
+
+__all__ = ["attribute_tensors", "load_model", "proto_size", "raw_data_lengths", "save_model", "validate_model"]
 
 log = logging.getLogger(__name__)
 
 TWO_GB = 2**31
 DEFAULT_EXTERNAL_THRESHOLD = 1 << 30  # weights above 1 GiB go to a data file beside the model
-
-
-def proto_size(model: onnx.ModelProto) -> int:
-    """About the serialized size, without encoding the weights (`ByteSize()` encodes the whole model:
-    a second copy of every weight, and impossible above 2 GB). Raw initializers count as
-    dims x itemsize; everything else (nodes, Constant values, subgraphs) is measured."""
-    total = 1024
-    for t in model.graph.initializer:
-        if not t.HasField("raw_data"):
-            total += t.ByteSize()
-            continue
-        count = 1
-        for d in t.dims:
-            count *= d
-        try:
-            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-        except (KeyError, ValueError, TypeError):
-            itemsize = 8
-        total += count * itemsize + len(t.name) + 16 + 10 * len(t.dims)
-    graph = model.graph
-    for part in (graph.node, graph.input, graph.output, graph.value_info, model.functions):
-        total += sum(item.ByteSize() for item in part)
-    return total
-
-
-def attribute_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Tensors held in node attributes (Constant values), subgraphs included, with their initializers."""
-    for node in graph.node:
-        for a in node.attribute:
-            if a.HasField("t"):
-                yield a.t
-            yield from a.tensors
-            for g in [a.g] if a.HasField("g") else []:
-                yield from _all_tensors(g)
-            for g in a.graphs:
-                yield from _all_tensors(g)
-
-
-def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    yield from attribute_tensors(graph)
-
-
-def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    yield from _all_tensors(model.graph)
-    for f in model.functions:
-        for node in f.node:
-            for a in node.attribute:
-                if a.HasField("t"):
-                    yield a.t
 
 
 def _int_field(t: onnx.TensorProto, info: dict[str, str], key: str, location: str) -> int | None:
@@ -80,7 +37,9 @@ def _int_field(t: onnx.TensorProto, info: dict[str, str], key: str, location: st
     except ValueError:
         value = -1
     if value < 0:
-        raise ModelLoadError(f"tensor '{t.name}': external data {key} '{text}' in '{location}' is not a byte count")
+        raise ModelLoadError(
+            f"tensor {quoted(t.name)}: external data {key} {quoted(text)} in {quoted(location)} is not a byte count"
+        )
     return value
 
 
@@ -98,139 +57,28 @@ def _external_extents(model: onnx.ModelProto, base: Path) -> list[tuple[int, Pat
         info = {e.key: e.value for e in t.external_data}
         location = info.get("location", "")
         if not location:
-            raise ModelLoadError(f"tensor '{t.name}' is external but names no data file")
-        leaves = f"tensor '{t.name}': external data location '{location}' leaves the model's folder"
+            raise ModelLoadError(f"tensor {quoted(t.name)} is external but names no data file")
+        leaves = f"tensor {quoted(t.name)}: external data location {quoted(location)} leaves the model's folder"
         if "\0" in location or os.path.isabs(location) or ".." in Path(location).parts:
             raise ModelLoadError(leaves)
         target = (base / location).resolve()
         if root not in target.parents:
             raise ModelLoadError(leaves + f" (it resolves to {target})")
         if not target.exists():
-            raise ModelLoadError(f"tensor '{t.name}': external data file '{location}' is missing")
+            raise ModelLoadError(f"tensor {quoted(t.name)}: external data file {quoted(location)} is missing")
         if not target.is_file():
-            raise ModelLoadError(f"tensor '{t.name}': external data location '{location}' is not a file")
+            raise ModelLoadError(f"tensor {quoted(t.name)}: external data location {quoted(location)} is not a file")
         offset = _int_field(t, info, "offset", location) or 0
         length = _int_field(t, info, "length", location)
         size = target.stat().st_size
         end = offset + (length if length is not None else 0)
         if offset > size or end > size:
             raise ModelLoadError(
-                f"tensor '{t.name}': external data file '{location}' is shorter ({size} bytes) than declared "
-                f"(offset {offset}" + (f", length {length})" if length is not None else ")")
+                f"tensor {quoted(t.name)}: external data file {quoted(location)} is shorter ({size} bytes) "
+                f"than declared (offset {offset}" + (f", length {length})" if length is not None else ")")
             )
         extents.append((index, target, size - offset if length is None else length))
     return extents
-
-
-# Typed payload fields and how many entries one element takes in each (complex: two).
-_TYPED_FIELDS = {
-    onnx.TensorProto.FLOAT: ("float_data", 1),
-    onnx.TensorProto.COMPLEX64: ("float_data", 2),
-    onnx.TensorProto.DOUBLE: ("double_data", 1),
-    onnx.TensorProto.COMPLEX128: ("double_data", 2),
-    onnx.TensorProto.INT64: ("int64_data", 1),
-    onnx.TensorProto.UINT32: ("uint64_data", 1),
-    onnx.TensorProto.UINT64: ("uint64_data", 1),
-    onnx.TensorProto.STRING: ("string_data", 1),
-}
-_PACKED_4BIT = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
-
-
-def _expected_entries(t: onnx.TensorProto, count: int) -> tuple[str, int]:
-    """The payload field a tensor without raw_data uses, and how many entries it must hold."""
-    name, per = _TYPED_FIELDS.get(t.data_type, ("int32_data", 1))
-    if t.data_type in _PACKED_4BIT:
-        return name, (count + 1) // 2
-    return name, count * per
-
-
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """(field number, start, end) of the length-delimited fields of one protobuf message."""
-    pos = start
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        wire = key & 7
-        if wire == 0:
-            _, pos = _varint(buf, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            yield key >> 3, pos, pos + length
-            pos += length
-        else:
-            raise ValueError(f"wire type {wire}")
-
-
-def raw_data_lengths(data: bytes) -> list[int | None] | None:
-    """The raw_data length of each initializer of a serialized model, read from the wire format
-    so that no weight is copied (`len(tensor.raw_data)` copies the bytes). None if unsure."""
-    buf = memoryview(data)
-    try:
-        graphs = [(a, b) for field, a, b in _fields(buf, 0, len(buf)) if field == 7]  # ModelProto.graph
-        if len(graphs) != 1:
-            return None
-        lengths: list[int | None] = []
-        for field, a, b in _fields(buf, *graphs[0]):
-            if field == 5:  # GraphProto.initializer
-                raw = [end - begin for f, begin, end in _fields(buf, a, b) if f == 9]  # TensorProto.raw_data
-                lengths.append(raw[-1] if raw else None)
-        return lengths
-    except (ValueError, IndexError):
-        return None
-
-
-def _check_tensor_sizes(model: onnx.ModelProto, known: dict[int, int] | None = None) -> None:
-    """Every tensor's payload matches its dims (onnxruntime would fail later with a vaguer message).
-
-    `known` maps an initializer's index to its raw_data length where that is known without copying
-    the bytes (all_tensors() yields the graph's initializers first, in order).
-    """
-    known = known or {}
-    for index, t in enumerate(all_tensors(model)):
-        if t.data_type == onnx.TensorProto.UNDEFINED:
-            raise ModelLoadError(f"tensor '{t.name}' has no data type")
-        if any(d < 0 for d in t.dims):
-            raise ModelLoadError(f"tensor '{t.name}' has negative dims {list(t.dims)}")
-        count = 1
-        for d in t.dims:
-            count *= d
-        if t.HasField("raw_data"):
-            if t.data_type == onnx.TensorProto.STRING:
-                raise ModelLoadError(f"tensor '{t.name}': a string tensor cannot hold raw_data")
-            try:
-                itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-            except (KeyError, ValueError, TypeError):
-                continue
-            expected = (count + 1) // 2 if t.data_type in _PACKED_4BIT else count * itemsize
-            held = known[index] if index in known else len(t.raw_data)
-            if held != expected:
-                raise ModelLoadError(
-                    f"tensor '{t.name}' holds {held} bytes but its dims {list(t.dims)} need {expected}"
-                )
-            continue
-        field, expected = _expected_entries(t, count)
-        held = len(getattr(t, field))
-        if held == expected:
-            continue
-        if held == 0 and count > 0 and not any(len(getattr(t, f)) for f, _ in set(_TYPED_FIELDS.values())):
-            raise ModelLoadError(f"tensor '{t.name}' has no data but its dims {list(t.dims)} need {count} values")
-        raise ModelLoadError(
-            f"tensor '{t.name}' holds {held} values in {field} but its dims {list(t.dims)} need {expected}"
-        )
 
 
 def load_model(path: str | os.PathLike[str], data_files: set[Path] | None = None) -> onnx.ModelProto:
@@ -303,6 +151,9 @@ def validate_model(model: onnx.ModelProto, where: str = "model") -> None:
         )
     if not model.HasField("graph"):
         raise ModelLoadError(f"{where}: not an ONNX model (no graph)")
+    text = text_problem(model)
+    if text is not None:
+        raise ModelLoadError(f"{where}: {text} (ONNX strings are UTF-8)")
     if len(model.graph.node) == 0:
         raise ModelLoadError(f"{where}: the graph is empty (no nodes)")
     default = [imp.version for imp in model.opset_import if imp.domain in ("", "ai.onnx")]
@@ -313,6 +164,15 @@ def validate_model(model: onnx.ModelProto, where: str = "model") -> None:
         raise ModelLoadError(
             f"{where}: opset {default[0]} is not supported (this onnx {onnx.__version__} knows opsets 1 to {known})"
         )
+    problems = container_problems(model)
+    if problems:
+        raise ModelLoadError(f"{where}: {problems[0]} (the ONNX checker rejects this model)")
+    dims = input_dims_problem(model)
+    if dims is not None:
+        raise ModelLoadError(f"{where}: {dims}")
+    structure = structure_problem(model)
+    if structure is not None:
+        raise ModelLoadError(f"{where}: the ONNX checker rejects this model: {structure}")
 
 
 def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
@@ -321,9 +181,9 @@ def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     try:
         if pa.exists() and pb.exists():
             return os.path.samefile(pa, pb)
-    except OSError:
-        pass
-    return pa.resolve() == pb.resolve()
+        return pa.resolve() == pb.resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+        return False
 
 
 def output_target(output: str | os.PathLike[str]) -> Path:
@@ -332,14 +192,41 @@ def output_target(output: str | os.PathLike[str]) -> Path:
     return Path(os.path.realpath(out)) if out.is_symlink() else out
 
 
+_SPECIAL_KINDS = (
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_regular_target(path: str | os.PathLike[str], what: str = "output") -> None:
+    """An existing output must be a regular file (followed through symlinks): a device, FIFO, socket
+    or folder is never replaced by a file, and a symlink loop is no path at all."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return  # a new file, or a dangling symlink that will be written through
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UsageError(f"{path}: the {what} path is a loop of symbolic links; nothing written") from None
+        raise UsageError(f"{path}: cannot use as the {what} ({exc.strerror or one_line(exc)})") from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"{path}: is a directory; give the {what} file's path")
+    for test, kind in _SPECIAL_KINDS:
+        if test(mode):
+            raise UsageError(f"{path}: the {what} is {kind}, not a regular file; it is never replaced")
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{path}: the {what} is not a regular file; it is never replaced")
+
+
 def check_output_path(
     input_path: str | os.PathLike[str] | None, output: str | os.PathLike[str], in_place: bool
 ) -> None:
     """Refuse, before any work, an output that cannot be written or that would overwrite the input."""
     given = Path(output)
+    check_regular_target(given)
     out = output_target(given)
-    if out.is_dir():
-        raise UsageError(f"{given}: is a directory; give the output file's path")
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent}: output folder does not exist")
     if not os.access(out.parent, os.W_OK | os.X_OK):
@@ -377,18 +264,24 @@ def save_model(
     data_path = out.parent / data_name
     if external and protected and data_path.resolve() in protected:
         raise UsageError(f"{data_path}: would overwrite the input's external data; choose another output name")
-    if external and data_path.is_dir():
-        raise UsageError(f"{data_path}: is a directory; the output's data file cannot be written")
+    check_regular_target(out)
+    if external:
+        check_regular_target(data_path, "output's data file")
     try:
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-        tmp_model = tmpdir / out.name
-        if not external:
-            # A big file written into a brand-new folder is markedly slower on ext4 (1.7x measured
-            # for 528 MB): an inline model goes to a temporary file beside the output instead.
-            tmp_model = out.parent / f".{out.name}.{secrets.token_hex(8)}.tmp"
-    except OSError as exc:
-        raise UsageError(f"cannot write in {out.parent}: {exc.strerror or one_line(exc)}; nothing written") from exc
+        check_as_written(model)
+    except Exception as exc:  # ValueError, ValidationError, shape inference's own errors
+        raise CheckerError(f"the converted model fails the ONNX checker: {one_line(exc)}; nothing written") from exc
+    # Names first, creation second: whatever interrupts after a file exists finds its name in `finally`.
+    token = secrets.token_hex(8)
+    tmpdir = out.parent / f".{out.name}.{token}.tmp"
+    # A big file written into a brand-new folder is markedly slower on ext4 (1.7x measured for
+    # 528 MB): an inline model goes to a temporary file beside the output instead.
+    tmp_model = tmpdir / out.name if external else out.parent / f".{out.name}.{token}.model.tmp"
     try:
+        try:
+            tmpdir.mkdir(mode=0o700)
+        except OSError as exc:
+            raise UsageError(f"cannot write in {out.parent}: {exc.strerror or one_line(exc)}; nothing written") from exc
         try:
             if external:
                 onnx.save_model(
@@ -403,12 +296,39 @@ def save_model(
         _set_modes(tmp_model, tmpdir / data_name if external else None, out)
         if check is not None:
             check(str(tmp_model))
-        _move_into_place(tmpdir, tmp_model, out, data_path if external else None)
+        with _folder_lock(out.parent), signals_deferred(str(out)):  # one writer at a time; a stop waits
+            _move_into_place(tmpdir, tmp_model, out, data_path if external else None)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
         tmp_model.unlink(missing_ok=True)
     log.info("wrote %s%s", out, f" and {data_name}" if external else "")
     return data_path if external else None
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Writers into one folder take turns for their renames (an exclusive flock on the folder), so
+    that two runs writing one output never leave the model of one beside the data file of the other.
+    Where the folder cannot be locked (no flock, a file system without it) the renames run unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        log.debug("cannot lock %s: %s", folder, exc)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another run moves its files into place
+        except OSError as exc:
+            log.debug("cannot lock %s: %s", folder, exc)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _set_modes(tmp_model: Path, tmp_data: Path | None, out: Path) -> None:

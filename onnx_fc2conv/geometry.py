@@ -124,6 +124,8 @@ def _window(node: gs.Node, axes: list[Axis | None]) -> list[Axis | None]:
         raise GeometryError(f"{node_label(node)} has no known kernel shape")
     strides = list(attr(node, "strides", [1] * n))
     dil = list(attr(node, "dilations", [1] * n))
+    if not len(kernel) == len(strides) == len(dil) == n:
+        raise GeometryError(f"{node_label(node)} has a window of {len(kernel)} dims on a map of {n} spatial axes")
     pads = _pads(node, n, list(kernel), strides, dil)
     out: list[Axis | None] = list(axes[:2])
     for a, k, s, p, d in zip(spatial, kernel, strides, pads, dil, strict=True):

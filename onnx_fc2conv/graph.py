@@ -19,6 +19,8 @@ from onnx import helper, numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
+from .errors import ModelLoadError, one_line
+
 Dim = int | str | None
 """A dimension: a fixed size, a symbolic name, or unknown."""
 
@@ -268,7 +270,7 @@ def write_back(graph: gs.Graph, model: onnx.ModelProto) -> None:
         graph.toposort()
     g = model.graph
     g.ClearField("node")
-    g.node.extend(OnnxExporter.export_node(node) for node in graph.nodes)
+    g.node.extend(_export_node(node) for node in graph.nodes)
     live = {name: t for name, t in graph.tensors().items() if isinstance(t, gs.Constant)}
     held: set[str] = set()
     for i in range(len(g.initializer) - 1, -1, -1):
@@ -289,6 +291,13 @@ def write_back(graph: gs.Graph, model: onnx.ModelProto) -> None:
         elif vi.name in held:  # old IR versions declare initializers as inputs: keep the dims in step
             set_value_info_dims(vi, live[vi.name].shape)
     g.ClearField("value_info")
+
+
+def _export_node(node: gs.Node) -> onnx.NodeProto:
+    try:
+        return OnnxExporter.export_node(node)
+    except ValueError as exc:  # an empty list attribute has no type onnx-graphsurgeon can give back
+        raise ModelLoadError(f"{node_label(node)}: cannot write its attributes back ({one_line(exc)})") from exc
 
 
 def _is_sorted(graph: gs.Graph) -> bool:

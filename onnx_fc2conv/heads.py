@@ -16,12 +16,12 @@ import onnx_graphsurgeon as gs
 from .fc import FcLayer, data_operand, is_candidate, match_fc
 from .graph import is_graph_input, is_output, node_id, node_label, producer, shape, static_tail, users
 from .rules import FLATTEN_RULES, tail_rules_for
-from .rules.base import Code, Refusal, TailOp, TailWalk
+from .rules.base import Code, Refusal, TailOp, TailWalk, axes_of
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
 from .rules.flatten_mlp import match_input
 from .rules.flatten_nhwc import absorb
-from .rules.flatten_pool import LINEAR_POOLS, match_pool
-from .rules.flatten_reduce import SPATIAL_REDUCES
+from .rules.flatten_pool import GLOBAL_POOLS, LINEAR_POOLS, match_pool
+from .rules.flatten_reduce import SPATIAL_REDUCES, channel_last_source
 from .rules.tail_elementwise import Elementwise
 from .rules.tail_per_feature import PerFeature
 
@@ -100,9 +100,12 @@ class Head:
 
 @dataclass(frozen=True)
 class Skipped:
+    """A candidate that is not rewritten: its node, why, and the stable code of why."""
+
     node: str
     reason: str
     code: Code = Code.UNSUPPORTED_OP
+    pooled: bool = False  # it reads a globally pooled vector: it runs at any size as it is
 
 
 @dataclass
@@ -162,9 +165,14 @@ def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int)
     ops = (node.op, *skipped_ops)
     rank = len(src_shape)
     if node.op in SPATIAL_REDUCES:  # the pool is the flatten
-        pool = Pool(node, src, tuple(int(d) for d in src_shape[1:]))
-        feature_shape = (int(src_shape[1]), *([1] * (rank - 2)))
-        return FlattenMatch(rule.kind, ops, node, data, feature_shape, keepdims=node, pool=pool)
+        source = channel_last_source(node, rank)
+        if source is not None:
+            src, ops = source, ("Transpose", *ops)
+        src_dims = static_tail(src)
+        assert src_dims is not None
+        pool = Pool(node, src, src_dims)
+        feature_shape = (src_dims[0], *([1] * (rank - 2)))
+        return FlattenMatch(rule.kind, ops, node, data, feature_shape, keepdims=node, pool=pool, reduce_source=source)
     kind, feature, perm = rule.kind, src, None
     absorbed = absorb(graph, node, src, src_shape, label)
     if absorbed is not None:
@@ -270,7 +278,7 @@ def find_heads(graph: gs.Graph, opset: int, *, dense: bool = False, mlp_rank: in
             layers, tail, outputs, linear = _walk_tail(graph, opset, first, claimed)
         except Refusal as refusal:
             _claim_downstream(node, claimed)
-            search.skipped.append(Skipped(node_id(node), refusal.reason, refusal.code))
+            search.skipped.append(Skipped(node_id(node), refusal.reason, refusal.code, _behind_global_pool(data)))
             continue
         if not outputs:
             reason = f"{node_label(node)}: the head reaches no graph output"
@@ -280,6 +288,28 @@ def find_heads(graph: gs.Graph, opset: int, *, dense: bool = False, mlp_rank: in
         head = Head(flat, tuple(layers), tuple(tail), unique, flat.feature, linear)
         search.heads.append(densify(head) if dense else head)
     return search
+
+
+def _behind_global_pool(data: gs.Tensor) -> bool:
+    """`data` is computed from a global pool of an image map through ops on the pooled vector:
+    its shape no longer depends on the input size."""
+    seen: set[int] = set()
+    stack = [data]
+    while stack and len(seen) < 64:
+        node = producer(stack.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        source = node.inputs[0] if node.inputs else None
+        if node.op in GLOBAL_POOLS or (node.op in SPATIAL_REDUCES and source is not None and _pools_all_spatial(node)):
+            return True
+        stack.extend(t for t in node.inputs if not isinstance(t, gs.Constant))
+    return False
+
+
+def _pools_all_spatial(node: gs.Node) -> bool:
+    rank = len(shape(node.inputs[0]) or ())
+    return rank >= 4 and (axes_of(node, rank) or set()) >= set(range(2, rank))  # not a LayerNorm over tokens
 
 
 def densify(head: Head) -> Head:

@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 
 from .errors import UsageError, one_line
+from .files import check_regular_target
 from .geometry import Geometry, output_geometry
 from .graph import import_graph, shape
 
@@ -170,6 +171,7 @@ def _top_cells(scores: np.ndarray, cls: int, geometry: Geometry | None, top: int
 
 
 def _write_png(picture, path: Path) -> None:
+    check_regular_target(path, "picture")
     if not path.parent.exists():
         raise UsageError(f"{path.parent}: output folder does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -67,8 +67,14 @@ def trace_layout(tensor: gs.Tensor) -> InputLayout | None:
     return InputLayout(tensor.name, order[0], order[1], tuple(order[2:]))
 
 
+_SIZED = frozenset({"Pad", "Resize", "Upsample", "Clip", "QuantizeLinear", "DequantizeLinear"})
+
+
 def _data_input(node: gs.Node, current: gs.Tensor) -> bool:
-    """`current` flows through `node` elementwise: every other operand is a constant."""
+    """`current` flows through `node` as its data: every other operand is a constant, or (Pad,
+    Resize, ...) only sizes and parameters, computed or not."""
+    if node.op in _SIZED:
+        return node.inputs[0] is current
     return all(t is current or not t.name or constant(t) is not None for t in node.inputs)
 
 

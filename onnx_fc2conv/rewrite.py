@@ -19,7 +19,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .fc import FcLayer
-from .graph import Edit, constant, constant_shape, constant_source, reshape_in_place
+from .graph import Edit, constant, constant_shape, constant_source, reshape_in_place, shape
 from .heads import Head
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,11 @@ def bias_from_constant(value: np.ndarray, beta: float, out_features: int) -> np.
 
 def rewrite_head(edit: Edit, head: Head) -> list[LayerRewrite]:
     """Replace one head's FC layers with Conv nodes and rewrite its tail ops by their rules."""
-    if head.flatten.keepdims is not None:
-        head.flatten.keepdims.attrs["keepdims"] = 1
+    reduce = head.flatten.keepdims
+    if reduce is not None:
+        reduce.attrs["keepdims"] = 1
+        if head.flatten.reduce_source is not None:  # reduce the channel-first map, not its Transpose
+            _reduce_spatial_axes(edit, reduce, head.flatten.reduce_source)
     done = []
     for i, layer in enumerate(head.layers):
         source = head.flatten.feature if i == 0 else None
@@ -107,3 +110,14 @@ def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: t
     conv.outputs.append(output)
     log.debug("%s %s -> Conv %s", layer.op, fc.name, layer.kernel_shape)
     return LayerRewrite(layer.names, layer.op, tuple(old_shape), layer.kernel_shape, layer.parameters, copied)
+
+
+def _reduce_spatial_axes(edit: Edit, reduce: gs.Node, source: gs.Tensor) -> None:
+    """The reduce reads `source` ([N, C, *S]) and reduces its axes 2.. (attribute or input)."""
+    rank = len(shape(source) or ())
+    axes = list(range(2, rank))
+    reduce.inputs[0] = source
+    if len(reduce.inputs) > 1 and reduce.inputs[1].name:
+        reduce.inputs[1] = edit.constant(f"{reduce.name}_spatial_axes", np.array(axes, np.int64))
+    else:
+        reduce.attrs["axes"] = axes

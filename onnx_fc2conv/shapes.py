@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
-from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-from .graph import set_value_info_dims, shape, value_info_dims
+from .graph import opset_version, set_value_info_dims, shape, value_info_dims
 from .layout import InputLayout, trace_layout
 
 log = logging.getLogger(__name__)
@@ -124,18 +123,64 @@ def inferred_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     skel = skeleton(model)
     skel.graph.ClearField("value_info")
+    inferred = _symbolic(skel) or onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+    if _static_inputs(inferred) and not _all_static(inferred):
+        return _folded(skel) or inferred
+    return inferred
+
+
+_FOLD_ROUNDS = 8
+
+
+def _static_inputs(model: onnx.ModelProto) -> bool:
+    return all(all(isinstance(d, int) for d in value_info_dims(vi) or (None,)) for vi in model.graph.input)
+
+
+def _all_static(model: onnx.ModelProto) -> bool:
+    dims = [value_info_dims(vi) for vi in [*model.graph.value_info, *model.graph.output]]
+    return all(d is not None and all(isinstance(x, int) for x in d) for d in dims)
+
+
+def _folded(skel: onnx.ModelProto) -> onnx.ModelProto | None:
+    """Shapes where the model computes sizes from `Shape` (timm's TF-'same' Pad) and its input is
+    static: the size arithmetic is folded into constants, a round per stage, on the weight-free
+    copy only (the written model keeps computing them at run time)."""
+    current = skel
     try:
-        inferred = SymbolicShapeInference.infer_shapes(skel, auto_merge=True)
-    except Exception:  # any failure of the symbolic pass falls back to onnx's
-        inferred = None
-    if inferred is not None and _complete(inferred):
-        return inferred
-    return onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+        for _ in range(_FOLD_ROUNDS):
+            inferred = onnx.shape_inference.infer_shapes(current, strict_mode=False, data_prop=True)
+            if _all_static(inferred):
+                return inferred
+            graph = gs.import_onnx(inferred)
+            before = len(graph.nodes)
+            graph.fold_constants(fold_shapes=True).cleanup()
+            if len(graph.nodes) == before:
+                return None
+            current = gs.export_onnx(graph, do_type_check=False)
+            current.ir_version = skel.ir_version
+            current.graph.ClearField("value_info")
+    except Exception:  # folding evaluates subgraphs with onnxruntime; any failure: shapes stay unknown
+        return None
+    return None
 
 
-def _complete(model: onnx.ModelProto) -> bool:
-    """Every output of the symbolic pass has a type (it leaves unknown ops untyped)."""
-    return all(o.type.HasField("tensor_type") and o.type.tensor_type.elem_type for o in model.graph.output)
+def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
+    """SymbolicShapeInference.infer_shapes' own loop: on an incomplete result that function saves
+    the model into the working folder before raising; here an incomplete result is just None."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        if opset_version(skel) < 7:
+            return None
+        inference = SymbolicShapeInference(2**31 - 1, True, False, 0)
+        inference._preprocess(skel)
+        complete = False
+        while inference.run_:
+            complete = inference._infer_impl()
+        inference._update_output_from_vi()
+    except Exception:  # any failure of the symbolic pass (or its absence) falls back to onnx's
+        return None
+    return inference.out_mp_ if complete else None
 
 
 def infer_shapes(model: onnx.ModelProto) -> None:

@@ -17,7 +17,8 @@ from onnx_fc2conv.cli import main
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 MANIFEST = json.loads((MODELS / "manifest.json").read_text())
-FILES = [entry["file"] for entry in MANIFEST]
+# The FC heads the tool handles; models that reproduce an open issue's pattern ("issue" set) get their own tests.
+FILES = [entry["file"] for entry in MANIFEST if entry["issue"] is None]
 
 # The flatten ops the matcher must report for each exporter's head (the ops between the feature
 # map and the first FC). The rest of the expected pattern is derived from the manifest's head.
@@ -55,7 +56,7 @@ def _expected(entry: dict) -> tuple[str, list[str]]:
 
 
 def test_manifest_lists_every_model_file() -> None:
-    assert sorted(FILES) == sorted(p.name for p in MODELS.glob("*.onnx"))
+    assert sorted(e["file"] for e in MANIFEST) == sorted(p.name for p in MODELS.glob("*.onnx"))
 
 
 @pytest.mark.parametrize("name", FILES)

@@ -78,3 +78,16 @@ def test_an_input_no_path_traces_is_refused_by_name() -> None:
     with pytest.raises(onnx_fc2conv.NotConvertibleError) as err:
         onnx_fc2conv.convert(model)
     assert "input 'x'" in str(err.value)
+
+
+def test_shape_inference_leaves_no_file_in_the_working_folder(tmp_path, monkeypatch) -> None:
+    """onnxruntime's symbolic inference saves an incomplete result into the working folder; ours not."""
+    model = _keras_preprocessed()
+    custom = onnx.helper.make_node("Swish2", ["n"], ["n2"], domain="com.example")
+    transpose = next(n for n in model.graph.node if n.op_type == "Transpose")
+    transpose.input[0] = "n2"
+    model.graph.node.insert(list(model.graph.node).index(transpose), custom)
+    model.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+    monkeypatch.chdir(tmp_path)
+    onnx_fc2conv.inspect(model)
+    assert list(tmp_path.iterdir()) == []

@@ -20,7 +20,7 @@ from onnx_fc2conv.verify.sessions import RunError, run, run_in_chunks, runtime_r
 C, M = 4, 3
 
 
-def _symbolic(model: onnx.ModelProto, *, batch: bool = True, spatial: bool = True) -> onnx.ModelProto:
+def as_converted(model: onnx.ModelProto, *, batch: bool = True, spatial: bool = True) -> onnx.ModelProto:
     """The model as a conversion would claim it: its input's batch and spatial dims symbolic."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -52,7 +52,7 @@ def _pooled(tail: list[int] | None, batch: int | str = 1) -> onnx.ModelProto:
 def test_no_fc_model_with_batch_baked_into_a_reshape_fails_at_batch_2() -> None:
     """A symbolic batch claimed over a `Reshape [1, C]` (torch dynamo's tail): batch 2 cannot run."""
     original = _pooled([1, C])
-    report = onnx_fc2conv.verify(original, _symbolic(original))
+    report = onnx_fc2conv.verify(original, as_converted(original))
     assert not report.passed
     assert [(c.check, c.input_shape[0], c.passed) for c in report.comparisons if c.check == "same size"] == [
         ("same size", 1, True),
@@ -71,7 +71,7 @@ def test_no_fc_model_with_batch_baked_into_a_reshape_fails_at_batch_2() -> None:
 def test_no_fc_model_that_returns_one_image_for_two_fails() -> None:
     """`Reshape [1, -1]` runs at batch 2 but folds both images into one row: caught by shape."""
     original = _pooled([1, -1])
-    report = onnx_fc2conv.verify(original, _symbolic(original))
+    report = onnx_fc2conv.verify(original, as_converted(original))
     assert not report.passed
     failure = report.failures[0]
     assert (failure.check, failure.input_shape[0], failure.note) == ("same size", 2, f"shape [1, {2 * C}] != [2, {C}]")
@@ -80,7 +80,7 @@ def test_no_fc_model_that_returns_one_image_for_two_fails() -> None:
 def test_original_with_fixed_batch_is_run_image_by_image() -> None:
     original = _pooled([1, C])
     fixed = _pooled([-1, C])  # the same function, any batch
-    report = onnx_fc2conv.verify(original, _symbolic(fixed))
+    report = onnx_fc2conv.verify(original, as_converted(fixed))
     assert report.passed, report
     same = [c for c in report.comparisons if c.check == "same size"]
     assert [c.input_shape for c in same] == [(1, 3, 6, 5), (2, 3, 6, 5)]
@@ -108,7 +108,7 @@ def test_original_fixed_at_batch_2_serves_batch_1() -> None:
 def test_original_with_symbolic_batch_that_cannot_run_two_images() -> None:
     """An input [N, ...] over a `Reshape [1, C]`: the original's own batch 2 is run image by image."""
     original = _pooled([1, C], batch="N")
-    report = onnx_fc2conv.verify(original, _symbolic(_pooled([-1, C], batch="N")))
+    report = onnx_fc2conv.verify(original, as_converted(_pooled([-1, C], batch="N")))
     assert report.passed, report
     assert [c.input_shape[0] for c in report.comparisons if c.check == "same size"] == [1, 2]
     note = next(n for n in report.notes if n.startswith("the original model was run image by image"))

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from builders import GraphBuilder, backbone, ops
 from onnx import numpy_helper
-from test_verify_batch import _symbolic
+from test_verify_batch import as_converted
 
 import onnx_fc2conv
 
@@ -71,7 +71,7 @@ def _size_pinning_reshape(target_from_shape: bool) -> onnx.ModelProto:
 
 def test_original_that_cannot_run_at_larger_sizes_is_not_compared_there() -> None:
     original = _size_pinning_reshape(target_from_shape=False)
-    converted = _symbolic(_size_pinning_reshape(target_from_shape=True))
+    converted = as_converted(_size_pinning_reshape(target_from_shape=True))
     report = onnx_fc2conv.verify(original, converted)
     assert report.passed, report
     assert [c.check for c in report.comparisons] == ["same size", "same size"]
@@ -99,7 +99,7 @@ def _resized(by_scales: bool) -> onnx.ModelProto:
 
 def test_original_that_pins_an_output_to_its_exported_shape_is_not_compared() -> None:
     original = _resized(by_scales=False)
-    converted = _symbolic(_resized(by_scales=True))
+    converted = as_converted(_resized(by_scales=True))
     assert ops(converted).count("Resize") == 1
     report = onnx_fc2conv.verify(original, converted)
     assert report.passed, report
@@ -108,3 +108,23 @@ def test_original_that_pins_an_output_to_its_exported_shape_is_not_compared() ->
         "the original pins output 'output' to its exported shape [4, 10, 8] at larger inputs; "
         "the converted model's [4, 16, 12] is not compared"
     ) in report.notes
+
+
+def _uint8_image(weight_delta: float = 0.0) -> onnx.ModelProto:
+    """input uint8 [1, 3, 6, 5] -> Cast -> Conv 2x2 (no bias) -> GlobalAveragePool."""
+    g = GraphBuilder()
+    x = g.input("input", [1, 3, 6, 5], elem=onnx.TensorProto.UINT8)
+    w = np.random.default_rng(0).standard_normal((C, 3, 2, 2)).astype(np.float32)
+    w[0, 0, 0, 0] += weight_delta
+    conv = g.op("Conv", [g.op("Cast", [x], to=onnx.TensorProto.FLOAT), g.const("w", w)], kernel_shape=[2, 2])
+    g.output(g.op("GlobalAveragePool", [conv]), elem=onnx.TensorProto.FLOAT)
+    return g.build()
+
+
+def test_integer_input_is_fed_random_values_in_its_range() -> None:
+    """Zeros would hide a changed weight of a bias-free Conv: values over 0..255 do not."""
+    original = _uint8_image()
+    assert onnx_fc2conv.verify(original, as_converted(original)).passed
+    report = onnx_fc2conv.verify(original, as_converted(_uint8_image(weight_delta=0.01)))
+    assert not report.passed
+    assert [c.check for c in report.failures] == ["same size", "same size", "larger size", "larger size"]

@@ -70,7 +70,10 @@ def deep() -> tuple[onnx.ModelProto, onnx.ModelProto]:
 
 
 def test_deep_backbone_passes_with_default_tolerance(deep) -> None:
-    """Figures (x86-64, onnxruntime CPU): output scale ~5e4, error up to ~2e-6 of it, ratio <= 0.02."""
+    """Measured (x86-64, onnxruntime CPU): output scale ~5e4, error up to 2.3e-6 of it, ratio <= 0.023.
+
+    The per-element criterion `|a - b| <= 1e-5 + 1e-4 * |b|` fails such outputs on their elements
+    near zero: a 200-layer variant already exceeded it 5x at a larger size."""
     original, converted = deep
     report = onnx_fc2conv.verify(original, converted)
     assert report.passed, report

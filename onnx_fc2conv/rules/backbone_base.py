@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,3 +24,29 @@ class BackboneFix:
 
     def apply(self, edit: Any) -> None:
         self.rule.rewrite(self, edit)
+
+
+@dataclass(frozen=True)
+class BackboneContext:
+    """What backbone rules read: the graph, its spatial rank, each tensor's shape at a probe size
+    larger than the exported one (None where inference could not tell) and input dependence."""
+
+    graph: gs.Graph
+    spatial: int
+    probe: Callable[[gs.Tensor], tuple | None]
+    fed: Callable[[int], bool]  # by node id: depends on an image input (a run-time weight does not)
+
+
+def resolves(dims: list[int], in_shape: tuple | None, allowzero: bool = False) -> bool:
+    """A Reshape target that fits an input of `in_shape` (0 copies a dim, -1 takes the rest)."""
+    if in_shape is None or not all(isinstance(d, int) for d in in_shape):
+        return False
+    dims = [in_shape[i] if d == 0 and not allowzero and i < len(in_shape) else d for i, d in enumerate(dims)]
+    total, known = 1, 1
+    for d in in_shape:
+        total *= d
+    for d in dims:
+        known *= d if d != -1 else 1
+    if dims.count(-1) > 1 or known <= 0:
+        return False
+    return total % known == 0 if -1 in dims else total == known

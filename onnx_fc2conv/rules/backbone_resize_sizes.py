@@ -7,14 +7,14 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..graph import Edit, constant, node_id, node_label, shape
-from .backbone_base import BackboneFix
+from .backbone_base import BackboneContext, BackboneFix
 from .base import Code, Refusal
 
 
 class ResizeBySizes:
     ops = frozenset({"Resize"})
 
-    def match(self, graph: gs.Graph, node: gs.Node, spatial: int) -> BackboneFix | None:
+    def match(self, ctx: BackboneContext, node: gs.Node) -> BackboneFix | None:
         if len(node.inputs) < 4 or not node.inputs[3].name:
             return None
         sizes, in_shape = constant(node.inputs[3]), shape(node.inputs[0])

@@ -6,14 +6,15 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..graph import constant, node_label
-from .backbone_base import BackboneFix
+from .backbone_base import BackboneContext, BackboneFix
 from .base import Code, Refusal
 
 
 class ShapeConstant:
     ops = frozenset({"Expand", "ConstantOfShape"})
 
-    def match(self, graph: gs.Graph, node: gs.Node, spatial: int) -> BackboneFix | None:
+    def match(self, ctx: BackboneContext, node: gs.Node) -> BackboneFix | None:
+        spatial = ctx.spatial
         value = constant(node.inputs[1] if node.op == "Expand" else node.inputs[0])
         if value is None:
             return None

@@ -1,5 +1,7 @@
 """A Reshape whose target copies its input's batch and spatial dims (the channel shuffle of
 ShuffleNet: `[N, G, C/G, H, W]`) is rebuilt from `Shape(x)` at run time: exact at every size.
+A constant target that still fits the input at a larger probe size (GroupNorm's `[0, 1, -1]`)
+needs nothing; any other constant target pins the size and is refused.
 
 target = Concat(Shape(x)[0:1], middle, Shape(x)[-s:]), with `middle` the target's other dims.
 """
@@ -10,7 +12,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..graph import Edit, constant, node_id, node_label, shape
-from .backbone_base import BackboneFix
+from .backbone_base import BackboneContext, BackboneFix, resolves
 from .base import Code, Refusal
 
 _BIG = 2**31 - 1
@@ -19,7 +21,10 @@ _BIG = 2**31 - 1
 class ShuffleReshape:
     ops = frozenset({"Reshape"})
 
-    def match(self, graph: gs.Graph, node: gs.Node, spatial: int) -> BackboneFix | None:
+    def match(self, ctx: BackboneContext, node: gs.Node) -> BackboneFix | None:
+        if not ctx.fed(id(node)):
+            return None  # a weight reshaped at run time: no input size reaches it
+        spatial = ctx.spatial
         if len(node.inputs) < 2:  # a Reshape before opset 5: its target is an attribute
             old = list(node.attrs.get("shape") or [])
             if old and any(d > 1 for d in old[-spatial:]) and len(old) >= spatial + 2:
@@ -35,6 +40,8 @@ class ShuffleReshape:
         if len(dims) >= spatial + 2 and dims[-spatial:] == spatial_in and dims[0] in (in_shape[0], -1, 0):
             change = f"target {dims} now built from Shape(input)"
             return BackboneFix(node_id(node), "Reshape", change, self, node, (dims[1:-spatial], spatial))
+        if resolves(dims, ctx.probe(node.inputs[0]), bool(node.attrs.get("allowzero", 0))):
+            return None  # the target fits larger inputs as it is (a -1 takes the spatial dims)
         raise Refusal(
             Code.BAKED_SIZE,
             f"{node_label(node)} bakes the spatial size into its target shape {dims}; "

@@ -10,17 +10,21 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..graph import Edit, constant, node_id, shape
-from .backbone_base import BackboneFix
+from .backbone_base import BackboneContext, BackboneFix
 
 
 def unit_dim_permutation(in_shape: list, target: list[int]) -> list[int] | None:
-    if len(in_shape) != len(target) or not all(isinstance(d, int) for d in in_shape) or list(in_shape) == target:
+    """The permutation a Reshape of `in_shape` to `target` performs, if it only moves unit dims.
+
+    The batch (dim 0) may be symbolic when the target copies it (0) or takes the rest (-1).
+    """
+    if len(in_shape) != len(target) or not all(isinstance(d, int) for d in in_shape[1:]):
         return None
-    if in_shape[0] != target[0]:
+    if target[0] not in (0, -1, in_shape[0]) or list(in_shape[1:]) == list(target[1:]):
         return None
     src = [i for i in range(1, len(in_shape)) if in_shape[i] != 1]
     dst = [i for i in range(1, len(target)) if target[i] != 1]
-    if [in_shape[i] for i in src] != [target[i] for i in dst] or any(d < 1 for d in target):
+    if [in_shape[i] for i in src] != [target[i] for i in dst] or any(d < 1 for d in target[1:]):
         return None
     unit_src = [i for i in range(1, len(in_shape)) if in_shape[i] == 1]
     unit_dst = [i for i in range(1, len(target)) if target[i] == 1]
@@ -36,7 +40,9 @@ class UnitDimReshape:
     ops = frozenset({"Reshape"})
     order = 10  # before the channel-shuffle rule, which refuses other Reshapes that pin a size
 
-    def match(self, graph: gs.Graph, node: gs.Node, spatial: int) -> BackboneFix | None:
+    def match(self, ctx: BackboneContext, node: gs.Node) -> BackboneFix | None:
+        if not ctx.fed(id(node)):
+            return None  # a weight reshaped at run time: no input size reaches it
         if len(node.inputs) < 2:
             return None
         target, in_shape = constant(node.inputs[1]), shape(node.inputs[0])

@@ -41,4 +41,5 @@ class FlattenMatch:
     feature_shape: tuple[int, ...]  # (C, *spatial), channel-first
     perm: tuple[int, ...] | None = None  # a channel-last Transpose absorbed into the kernel
     keepdims: gs.Node | None = None  # a reduce to switch to keepdims=1
+    reduce_source: gs.Tensor | None = None  # that reduce then reads this channel-first map
     pool: Pool | None = None

@@ -20,7 +20,7 @@ class Elementwise:
             "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Clip", "Elu", "Selu",
             "Celu", "Gelu", "Erf", "Dropout", "Identity", "Cast", "Softplus", "Softsign", "Mish",
             "ThresholdedRelu", "Exp", "Log", "Abs", "Neg", "Sqrt", "Reciprocal", "Floor", "Ceil",
-            "Round", "Sign", "Swish",
+            "Round", "Sign", "Swish", "Shrink",
         }
     )  # fmt: skip
 

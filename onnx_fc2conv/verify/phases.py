@@ -57,7 +57,9 @@ class Setup:
     rng: np.random.Generator
 
     @classmethod
-    def of(cls, original, converted, heads: list[Head], options: VerifyOptions) -> Setup:
+    def of(
+        cls, original: onnx.ModelProto, converted: onnx.ModelProto, heads: list[Head], options: VerifyOptions
+    ) -> Setup:
         plan = model_inputs(original, converted, {h.feature for h in heads if h.reads_input})
         return cls(original, converted, heads, options, plan, np.random.default_rng(options.seed))
 
@@ -188,6 +190,8 @@ def larger_sizes(setup: Setup, conv_sess: ort.InferenceSession, exported: dict[s
     if len(image) != 1 or len(inputs) != 1:
         return PhaseResult(notes=["larger-size check needs exactly one image input; skipped"])
     inp = image[0]
+    if inp.at_batch(1) is None:
+        return PhaseResult(notes=[f"input '{inp.name}' has unknown dims {list(inp.shape)}; larger-size check skipped"])
     spatial = (1,) * inp.unit_axes if inp.unit_axes else tuple(int(inp.shape[a]) for a in inp.spatial_axes)  # type: ignore[arg-type]
     sizes = setup.options.sizes or default_sizes(spatial)
     batch_size = setup.plan.batches[-1]  # 2, or the converted model's fixed batch

@@ -1,0 +1,135 @@
+"""Which input sizes the written model runs at, found on shapes and checked by verification.
+
+A backbone whose every layer follows its input runs at any size from a minimum: the smallest
+size whose feature map still holds the head's window. A backbone whose branches join at
+different strides (HRNet's fusion, Keras 'same' padding written as explicit pads for one size)
+only runs where every branch agrees: the exported size plus whole multiples of the output
+stride. Both are decided by shape inference on the weight-free graph at a concrete size, where a
+broadcast or Concat that does not fit is an error; verification then runs the claim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from .geometry import Geometry
+from .graph import set_value_info_dims, value_info_dims
+from .layout import InputLayout
+from .shapes import skeleton
+
+PREFIX = "onnx_fc2conv."
+
+
+@dataclass(frozen=True)
+class ValidSizes:
+    """Spatial sizes (innermost last) the model runs at: `minimum + k * step` per axis, k >= 0.
+
+    `step` is 1 on an axis that takes any size from the minimum.
+    """
+
+    exported: tuple[int, ...]
+    minimum: tuple[int, ...]
+    step: tuple[int, ...]
+
+    def accepts(self, size: tuple[int, ...]) -> bool:
+        return len(size) == len(self.minimum) and all(
+            s == m if st == 0 else s >= m and (s - m) % st == 0
+            for s, m, st in zip(size, self.minimum, self.step, strict=True)
+        )
+
+    def describe(self) -> str:
+        """`224+ x 224+` (any size from 224), `224+32k x 224+32k`, or `224 x 224` (that size only)."""
+        return " x ".join(f"{m}" if st == 0 else f"{m}+" if st == 1 else f"{m}+{st}k" for m, st in zip(
+            self.minimum, self.step, strict=True))  # fmt: skip
+
+    def larger(self) -> tuple[tuple[int, ...], ...]:
+        """Two larger, non-square sizes this model accepts (none when it takes one size only)."""
+        if 0 in self.step:
+            return ()
+        sizes = []
+        for factors, extra in (((1.5, 1.25, 1.25), 0), ((1.25, 1.75, 1.5), 1)):
+            size = []
+            for i, (e, st, f) in enumerate(zip(self.exported, self.step, factors, strict=False)):
+                target = round(e * f) + (i if extra == 0 else 1)
+                size.append(e + max(st, -(-(target - e) // st) * st))
+            sizes.append(tuple(size))
+        return tuple(sizes)
+
+
+def _runs_at(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...]) -> bool:
+    skel = skeleton(model)
+    for vi in skel.graph.input:
+        if vi.name == layout.name:
+            dims = list(value_info_dims(vi) or ())
+            if layout.batch is not None:
+                dims[layout.batch] = 1
+            for axis, s in zip(layout.spatial, size, strict=True):
+                dims[axis] = s
+            set_value_info_dims(vi, dims)
+    skel.graph.ClearField("value_info")
+    for out in skel.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=True, data_prop=True)
+    except Exception:  # onnx reports a shape conflict in its own exception types
+        return False
+    for out in inferred.graph.output:
+        dims = value_info_dims(out) or ()
+        if any(isinstance(d, int) and d < 1 for d in dims):
+            return False
+    return True
+
+
+def _step(model: onnx.ModelProto, layout: InputLayout, exported: tuple[int, ...], axis: int, stride: int | None) -> int:
+    """1: any size; S: the exported size plus multiples of S (the output stride, or the smallest
+    power of two that fits where a resize hides the stride); 0: the exported size only."""
+    candidates = [1, *([stride] if stride else []), 2, 4, 8, 16, 32, 64]
+    for step in dict.fromkeys(candidates):
+        sizes = [list(exported), list(exported)]
+        sizes[0][axis] += step
+        sizes[1][axis] += 2 * step
+        if all(_runs_at(model, layout, tuple(size)) for size in sizes):
+            return step
+    return 0
+
+
+def valid_sizes(
+    model: onnx.ModelProto, layout: InputLayout, exported: tuple[int, ...], stride: tuple[int, ...] | None
+) -> ValidSizes:
+    """The sizes `model` (relaxed) runs at, from the exported size and the output stride."""
+    steps = [_step(model, layout, exported, axis, stride[axis] if stride else None) for axis in range(len(exported))]
+    minimum = list(exported)
+    for axis, step in enumerate(steps):
+        if step != 1:
+            continue
+        low, high = max(exported[axis] - (stride[axis] if stride else 1), 0), exported[axis]
+        while high - low > 1:  # runs at `high`, not at `low` (or `low` is the floor): bisect
+            mid = (low + high) // 2
+            probe = list(minimum)
+            probe[axis] = mid
+            low, high = (low, mid) if _runs_at(model, layout, tuple(probe)) else (mid, high)
+        minimum[axis] = high
+    return ValidSizes(tuple(exported), tuple(minimum), tuple(steps))
+
+
+def record(model: onnx.ModelProto, sizes: ValidSizes | None, geometry: Geometry | None) -> dict[str, str]:
+    """Write the claims into `metadata_props` (keys under `onnx_fc2conv.`); returns what was written."""
+    entries: dict[str, str] = {}
+    if sizes is not None:
+        entries["valid_sizes"] = sizes.describe()
+        entries["min_size"] = "x".join(map(str, sizes.minimum))
+        entries["exported_size"] = "x".join(map(str, sizes.exported))
+    if geometry is not None:
+        entries["output_stride"] = "x".join(map(str, geometry.stride))
+        entries["receptive_field"] = "x".join(map(str, geometry.receptive_field))
+        entries["offset"] = "x".join(map(str, geometry.offset))
+    keys = {PREFIX + k for k in entries}
+    kept = [p for p in model.metadata_props if p.key not in keys]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in entries.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = PREFIX + key, value
+    return entries
