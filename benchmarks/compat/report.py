@@ -18,48 +18,47 @@ LABELS = {
     "skipped": "skipped",
 }
 
-# cause classes, first match wins, on the result and its detail lines
-CAUSES = (
-    ("exporter defect: the exporter raised or wrote a model onnxruntime cannot load", "export failed", r"."),
-    ("NHWC input: the tool relaxed the wrong axes", "", r"NHWC-AXES"),
-    (
-        "refused though the export itself runs at other sizes (false refusal)",
-        "refused",
-        r"input relaxed and nothing else changed, runs at",
-    ),
-    ("refused: an op between the pool/flatten and the FC layers", "refused", r"not from a flattened feature map"),
-    ("refused: an op after the FC layers", "refused", r"after the FC layers"),
-    ("refused: a backbone node pins the size", "refused", r"bakes|pins|cannot run at other sizes"),
-    ("refused: other", "refused", r"."),
-    (
-        "verification false failure: tolerance at the exported size",
-        "failed",
-        r"same size.*with --no-verify the independent check passes",
-    ),
-    (
-        "verification false failure: larger sizes the model cannot run (not exported + k x stride)",
-        "failed",
-        r"larger size.*failed to run.*with --no-verify the independent check passes",
-    ),
-    (
-        "converted, but the batch stays pinned to 1 (the written model claims a symbolic batch)",
-        "failed",
-        r"batch 2 at the exported size: (shape \[1,|onnxruntime)",
-    ),
-    ("converted, but wrong at the larger size", "failed", r"independent check FAILED, batch 2 at the larger size"),
-    ("tool's verification failed, and the unverified output fails too", "failed", r"with --no-verify"),
-    ("tool error", "failed", r"exit 2|timeout|did not run"),
-    ("other", "", r"."),
-)
+RELAXED_RUNS = "input relaxed and nothing else changed, runs at"
+FALSE_ALARM = "with --no-verify the independent check passes"
 
 
 def cause_of(result: str, detail: list[str], layout: str = "") -> str:
-    text = " ".join(detail)
-    if layout == "NHWC" and re.search(r"input \[\d+, \d+, \d+, (?!3\])\d+\]|Expected: \d+ Please fix", text):
-        text += " NHWC-AXES"
-    for name, wanted, pattern in CAUSES:
-        if wanted in ("", result) and re.search(pattern, text):
-            return name
+    """One cause class per pair that did not convert, from the tool's reason, the --no-verify recheck and
+    whether the export itself runs at the larger size."""
+    text, first = " ".join(detail), (detail or [""])[0]
+    runs_larger = RELAXED_RUNS in text
+    if result == "export failed":
+        return "exporter defect: the exporter raised, or wrote a model onnxruntime cannot load"
+    if layout == "NHWC" and re.search(r"input \[\d+, \d+, \d+, (?!3\])\d+\]|index: [12] Got: \d+ Expected: \d+", text):
+        return "NHWC input: the tool relaxed the wrong axes"
+    if result == "refused":
+        if runs_larger:
+            return "false refusal: the export itself runs at other sizes and equals the framework"
+        if "after the FC layers" in text and "Reshape" in text:
+            return "refused: a transformer's attention projections taken for FC heads (true: fixed token count)"
+        if "not from a flattened feature map" in text:
+            return "refused: an op between the pool/flatten and the FC layers"
+        if re.search(r"bakes|pins|cannot run at other sizes|fixed shape", text):
+            return "refused: a backbone node pins the size (true: the export itself fails at the larger size)"
+        return "refused: other"
+    if first.startswith("exit 1"):
+        if FALSE_ALARM in text:
+            if "(same size" in first:
+                return "verification false failure: tolerance at the exported size"
+            if "(larger size" in first and re.search(r"cannot run|failed to run", first):
+                return "verification false failure: verified at sizes the model cannot run (not exported + k x stride)"
+            return "verification false failure: other"
+        if "(same size" in first:
+            return "the rewrite breaks the model at the exported size (the tool's verification catches it)"
+        if "(larger size" in first and not runs_larger:
+            return "an undetected node pins the size (the tool's verification catches it; the export fails there too)"
+        return "the tool's verification failed, and the unverified output fails too"
+    if "independent check FAILED, batch 2 at the exported size" in text:
+        return "written model wrong at the exported size with batch 2 (the tool passed it)"
+    if "independent check FAILED, batch 2 at the larger size" in text:
+        return "written model wrong at the larger size (the tool passed it)"
+    if re.search(r"exit 2|timeout|did not run", text):
+        return "tool error or timeout"
     return "other"
 
 
