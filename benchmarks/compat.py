@@ -137,7 +137,7 @@ def convert(case: Case, cache: Path, tool: list[str], timeout: float) -> None:
     if not export_loads(case, out, timeout):
         return
     target = out / "converted.onnx"
-    for stale in (target, out / "converted.onnx.data", out / "check.json"):
+    for stale in (target, out / "converted.onnx.data", out / "check.json", out / "dense.onnx", out / "dense.onnx.data"):
         stale.unlink(missing_ok=True)
     code, stdout, stderr, seconds = run([*tool, "convert", "model.onnx", target.name, "--json", "-q"], timeout, out)
     case.info["convert_seconds"] = round(seconds, 1)
@@ -162,6 +162,26 @@ def convert(case: Case, cache: Path, tool: list[str], timeout: float) -> None:
         case.result, case.detail = ("converted" if passed else "failed"), lines
     if case.result in ("refused", "failed") and case.arch.head == "global":
         case.detail.append(original_at_larger_size(case, out, timeout))
+    if case.result == "converted" and case.arch.head == "global" and case.info["converted"]["heads"]:
+        case.info["dense"] = dense(out, tool, timeout)
+
+
+def dense(out: Path, tool: list[str], timeout: float) -> dict:
+    """`convert --dense` and its check: the class map's spatial mean against the framework's logits."""
+    cmd = [*tool, "convert", "model.onnx", "dense.onnx", "--dense", "--json", "-q"]
+    code, stdout, stderr, _ = run(cmd, timeout, out)
+    try:
+        payload = json.loads(stdout) if stdout.strip() else {}
+    except json.JSONDecodeError:
+        payload = {}
+    (out / "dense.json").write_text(json.dumps(payload))
+    if code != 0:
+        reasons = payload.get("reasons") or [payload.get("error") or last_error_line(stderr)]
+        return {"exit_code": code, "reasons": [one_line(r, 300) for r in reasons]}
+    code, stdout, stderr, _ = run([sys.executable, str(HERE / "check.py"), "--dense", str(out)], timeout, out)
+    if code != 0:
+        return {"exit_code": 0, "check": {"passed": False, "error": last_error_line(stderr)}}
+    return {"exit_code": 0, "check": json.loads(stdout), "notices": payload.get("notices", [])}
 
 
 def original_at_larger_size(case: Case, out: Path, timeout: float) -> str:

@@ -96,6 +96,46 @@ def converted_detail(info: dict) -> str:
     return "; ".join(parts)
 
 
+def dense_detail(info: dict) -> str:
+    """The `--dense` column: the class map, and whether its spatial mean equals the framework's logits."""
+    dense = info.get("dense")
+    if dense is None:
+        return ""
+    if dense["exit_code"] != 0:
+        kind = "refused" if dense["exit_code"] == 3 else f"exit {dense['exit_code']}"
+        return f"{kind}: {dense['reasons'][0]}"
+    check = dense["check"]
+    if not check.get("passed"):
+        failed = next((check[p] for p in ("batch2", "larger") if not check.get(p, {}).get("passed", True)), check)
+        return "**FAILED**: " + str(failed.get("error") or failed.get("outputs", ""))[:200]
+    shapes = check["larger"]["shapes"]
+    if check["linear"]:
+        return f"map {shapes[0]}; its spatial mean equals the framework's logits"
+    return f"map {shapes[0]}; nonlinear head: the head at every location, not compared"
+
+
+def dense_kind(info: dict) -> str:
+    dense = info.get("dense")
+    if dense is None:
+        return ""
+    if dense["exit_code"] != 0:
+        return "refused" if dense["exit_code"] == 3 else "failed"
+    if not dense["check"].get("passed"):
+        return "failed"
+    return "equal" if dense["check"]["linear"] else "nonlinear"
+
+
+def dense_summary(results: dict) -> list[str]:
+    counts = Counter(dense_kind(r["info"]) for r in results.values())
+    tried = sum(v for k, v in counts.items() if k)
+    return [
+        f"`--dense` on the {tried} converted global-pool models: {counts['equal']} linear heads whose class "
+        f"map's spatial mean equals the framework's logits at both sizes, {counts['nonlinear']} nonlinear heads "
+        f"(a map of the head at every location, by design not equal), {counts['refused']} refused, "
+        f"{counts['failed']} failed.",
+    ]
+
+
 def other_detail(record: dict, limit: int = 4) -> str:
     lines = record["detail"]
     shown = [line if len(line) <= 300 else line[:297] + "..." for line in lines[:limit]]
@@ -191,6 +231,8 @@ def write_doc(results: dict, path: Path, tool_version: str) -> None:
         "",
         *summary_rows(results),
         "",
+        *dense_summary(results),
+        "",
         "## What blocks conversion, by cause",
         "",
         *cause_rows(results),
@@ -203,8 +245,8 @@ def write_doc(results: dict, path: Path, tool_version: str) -> None:
             "",
             f"## {family}",
             "",
-            "| architecture | input | exporter | result | details |",
-            "|---|---|---|---|---|",
+            "| architecture | input | exporter | result | details | `--dense` |",
+            "|---|---|---|---|---|---|",
         ]
         order = {a.name: i for i, a in enumerate(ARCHS) if a.family == family}
         exporters = EXPORTERS[family]
@@ -217,6 +259,7 @@ def write_doc(results: dict, path: Path, tool_version: str) -> None:
             if arch.note:
                 detail += f" ({arch.note})"
             result = LABELS[record["result"]]
-            lines.append(f"| {name} | {size} | {exporter} | {result} | {cell(detail)} |")
+            dense = cell(dense_detail(record["info"]))
+            lines.append(f"| {name} | {size} | {exporter} | {result} | {cell(detail)} | {dense} |")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
