@@ -3,6 +3,8 @@
 from onnx_fc2conv import convert, ConvertOptions
 result = convert("model.onnx", ConvertOptions())   # verified by default
 onnx.save(result.model, "model_fcn.onnx")
+
+Every error the API raises is an Fc2ConvError subclass carrying the CLI's exit code (`exit_code`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .api import (
     verify,
     window_geometry,
 )
+from .backbone import BackboneFix
 from .errors import (
     CheckerError,
     Fc2ConvError,
@@ -29,10 +32,12 @@ from .errors import (
 )
 from .geometry import Geometry
 from .heads import FcLayer, Head, Skipped
-from .shapes import DimNames
+from .rewrite import LayerRewrite
+from .shapes import DimNames, RelaxedInput
 from .verify import Comparison, Tolerance, VerificationReport
 
 __all__ = [
+    "BackboneFix",
     "CheckerError",
     "Comparison",
     "ConversionResult",
@@ -44,9 +49,11 @@ __all__ = [
     "Head",
     "HeadRewrite",
     "Inspection",
+    "LayerRewrite",
     "ModelLoadError",
     "ModelRunError",
     "NotConvertibleError",
+    "RelaxedInput",
     "Skipped",
     "Tolerance",
     "UsageError",

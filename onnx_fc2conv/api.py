@@ -15,9 +15,10 @@ from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
 from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
-from .graph import Edit, ancestors, import_graph, node_label, opset_version, shape, write_back
+from .graph import Edit, ancestors, import_graph, opset_version, shape, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
 from .layout import InputLayout, trace_layout
+from .options import options_problem
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
@@ -55,6 +56,11 @@ class ConvertOptions:
     external_threshold: int = files.DEFAULT_EXTERNAL_THRESHOLD
     in_place: bool = False
 
+    def __post_init__(self) -> None:
+        problem = options_problem(self)
+        if problem is not None:
+            raise UsageError(f"ConvertOptions: {problem}")
+
     @property
     def verify_options(self) -> VerifyOptions:
         return VerifyOptions(tolerance=self.tolerance, sizes=self.sizes, seed=self.seed)
@@ -70,6 +76,11 @@ class HeadRewrite:
 
 @dataclass
 class ConversionResult:
+    """A converted model and what was done to it: the rewrite of each head, the inputs relaxed, the
+    backbone nodes fixed, notices, the verification report (None without verification), the window
+    geometry of each output (or why it has none), the sizes it runs at and, from convert_file(), the
+    files written."""
+
     model: onnx.ModelProto
     rewrites: list[HeadRewrite]
     relaxed_inputs: list[RelaxedInput]
@@ -79,6 +90,8 @@ class ConversionResult:
     removed_nodes: int = 0
     geometry: dict[str, Geometry | str] = field(default_factory=dict)  # per output: window geometry
     valid_sizes: ValidSizes | None = None  # the input sizes the model runs at
+    output: Path | None = None  # convert_file(): the model written
+    data_file: Path | None = None  # convert_file(): its external data file, if one was written
 
     @property
     def heads(self) -> list[Head]:
@@ -87,6 +100,10 @@ class ConversionResult:
 
 @dataclass
 class Inspection:
+    """What convert() would do, found without changing anything: the heads it would rewrite, the
+    candidates it would refuse (with reasons), backbone fixes and refusals, the inputs' shapes, the
+    opset and each output's window geometry (or why it has none)."""
+
     heads: list[Head]
     skipped: list[Skipped]
     candidates: int
@@ -334,15 +351,17 @@ def verify(original: ModelSource, converted: ModelSource, options: ConvertOption
 
 def convert_file(
     input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], options: ConvertOptions | None = None
-) -> tuple[ConversionResult, Path | None]:
-    """Load, convert, verify and atomically write; nothing is written unless all of it succeeds."""
+) -> ConversionResult:
+    """Load, convert, verify and atomically write; nothing is written unless all of it succeeds.
+    The result names the files written (`output`, `data_file`)."""
     options = options or ConvertOptions()
     files.check_output_path(input_path, output_path, options.in_place)
     log.info("loading %s", input_path)
     protected: set[Path] = set()
     model = files.load_model(input_path, protected)
-    if options.in_place:
-        protected = set()
+    superseded: set[Path] = set()
+    if options.in_place:  # the input's data files may be replaced; those left unused are removed
+        protected, superseded = set(), protected
     try:
         result = _convert_in_place(model, options)
     except NotConvertibleError:
@@ -360,8 +379,10 @@ def convert_file(
         output_path,
         external_threshold=options.external_threshold,
         protected=protected,
+        superseded=superseded,
     )
-    return result, data
+    result.output, result.data_file = Path(output_path), data
+    return result
 
 
 def _require_runtime(model: onnx.ModelProto | str) -> None:
@@ -388,6 +409,6 @@ __all__ = [
     "convert",
     "convert_file",
     "inspect",
-    "node_label",
     "verify",
+    "window_geometry",
 ]

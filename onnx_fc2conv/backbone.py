@@ -19,6 +19,7 @@ from .rules import BACKBONE_RULES
 from .rules.backbone_base import BackboneContext, BackboneFix
 from .rules.base import Refusal
 from .shapes import skeleton
+from .sizes import runs_at
 
 __all__ = ["BackboneFix", "BackbonePlan", "plan_backbone"]
 
@@ -60,7 +61,13 @@ def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) ->
     probed = _probe_shapes(model, graph)
     tainted: set[int] = set()
     fed = _input_fed(graph)
-    ctx = BackboneContext(graph, spatial, lambda t: None if id(t) in tainted else probed.get(t.name), fed.__contains__)
+    ctx = BackboneContext(
+        graph,
+        spatial,
+        lambda t: None if id(t) in tainted else probed.get(t.name),
+        fed.__contains__,
+        _grows(model, graph),
+    )
     region = {id(n) for n in ancestors(h.flatten.feature for h in heads)} if heads else {id(n) for n in graph.nodes}
     for node in graph.nodes:
         if any(id(t) in tainted for t in node.inputs):
@@ -78,6 +85,18 @@ def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) ->
                 plan.fixes.append(fix)
                 break
     return plan
+
+
+def _grows(model: onnx.ModelProto, graph: gs.Graph) -> bool:
+    """The model as it is runs one and two pixels larger on every spatial axis of its image inputs."""
+    for tensor in graph.inputs:
+        layout, dims = trace_layout(tensor), shape(tensor) or ()
+        if layout is None or not all(isinstance(dims[a], int) for a in layout.spatial):
+            continue
+        for grow in (1, 2):
+            if not runs_at(model, layout, tuple(int(dims[a]) + grow for a in layout.spatial)):
+                return False
+    return True
 
 
 _PROBE_GROWTH = 64  # keeps every size modulo strides up to 64, so multi-branch backbones still fit

@@ -1,45 +1,106 @@
 """`onnx-fc2conv`: a thin click layer over the Python API.
 
 Exit codes: 0 converted (and verified); 1 verification failed, nothing written; 2 usage error or
-unreadable/invalid model; 3 FC layers that cannot be rewritten exactly, nothing written.
+unreadable/invalid model; 3 FC layers that cannot be rewritten exactly, nothing written;
+128 + N stopped by signal N (SIGINT 130, SIGTERM 143, SIGHUP 129), nothing written.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import signal
+import math
 import sys
-import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
 from . import api, report
-from .errors import Fc2ConvError, NotConvertibleError, VerificationError, one_line, printable
+from .errors import VerificationError, printable
+from .outcome import Done, Invocation, _Failure, execute, finish_failure
 from .shapes import DimNames
-from .signals import Interrupted, raising_on_signals
-from .verify import Tolerance, VerificationReport
+from .verify import Tolerance
 
 log = logging.getLogger("onnx_fc2conv")
 
 _DEFAULT_TOL = Tolerance()
-_LINE_LIMIT = 2000  # an error line longer than this is cut (a model's names can be any length)
 
 
-def _parse_size(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(p) for p in text.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"'{text}' is not a size like 320x256") from None
-    if not dims or any(d < 1 for d in dims):
-        raise click.BadParameter(f"'{text}' is not a size like 320x256")
-    return dims
+class Size(click.ParamType):
+    """`HxW` (or `DxHxW`, `L`): positive integers joined by `x`."""
+
+    name = "HxW"
+
+    def __init__(self, rank: int | None = None) -> None:
+        self.rank = rank
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        text = str(value)
+        try:
+            dims = tuple(int(p) for p in text.lower().split("x"))
+        except ValueError:
+            dims = ()
+        if not dims or any(d < 1 for d in dims):
+            self.fail(f"'{printable(text)}' is not a size like 320x256 (positive integers)", param, ctx)
+        if self.rank is not None and len(dims) != self.rank:
+            self.fail(f"'{printable(text)}' is not a size like 320x256 (height x width)", param, ctx)
+        return dims
 
 
-def _sizes(values: tuple[str, ...]) -> tuple[tuple[int, ...], ...] | None:
-    return tuple(_parse_size(v) for v in values) or None
+class FloatList(click.ParamType):
+    """`r,g,b`: comma-separated finite numbers."""
+
+    name = "r,g,b"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            numbers = tuple(float(v) for v in str(value).split(","))
+        except ValueError:
+            numbers = ()
+        if not numbers or not all(math.isfinite(v) for v in numbers):
+            self.fail(f"'{printable(str(value))}' is not a comma-separated list of numbers", param, ctx)
+        return numbers
+
+
+class _Commands(click.Group):
+    """Usage errors that click finds while parsing are outcomes too: one line on stderr, exit 2,
+    and with `--json` a JSON document like any other."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            self._usage_error(argv, exc)
+        except click.Abort:
+            self._usage_error(argv, click.ClickException("interrupted"), code=130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def _usage_error(self, argv: list[str], exc: click.ClickException, code: int = 2) -> None:
+        command = next((a for a in argv if a in self.commands), None)
+        json_file = None
+        for i, arg in enumerate(argv):
+            if arg == "--json-file" and i + 1 < len(argv):
+                json_file = argv[i + 1]
+            elif arg.startswith("--json-file="):
+                json_file = arg.split("=", 1)[1]
+        run = Invocation(command or "", {}, as_json="--json" in argv, json_file=json_file)
+        hint = f" (see onnx-fc2conv {command + ' ' if command else ''}--help)"
+        message = printable(" ".join(exc.format_message().split())) + hint
+        finish_failure(run, _Failure(message, code, "UsageError"))
 
 
 def _setup_logging(quiet: bool, debug: bool) -> None:
@@ -52,64 +113,15 @@ def _setup_logging(quiet: bool, debug: bool) -> None:
     log.propagate = False
 
 
-def _fail(exc: Fc2ConvError, as_json: bool) -> None:
-    """One line on stderr (plus one per refused candidate), the documented exit code."""
-    click.echo(f"onnx-fc2conv: error: {one_line(exc, _LINE_LIMIT)}", err=True)
-    reasons = [printable(r) for r in exc.reasons] if isinstance(exc, NotConvertibleError) else []
-    if len(reasons) > 1:
-        for reason in reasons:
-            click.echo(f"  - {reason}", err=True)
-    if as_json:
-        payload: dict[str, Any] = {"status": "error", "exit_code": exc.exit_code, "error": one_line(exc, _LINE_LIMIT)}
-        if reasons:
-            payload["reasons"] = reasons
-        if isinstance(exc, VerificationError) and isinstance(exc.report, VerificationReport):
-            payload["verification"] = report.verification_dict(exc.report)
-        click.echo(json.dumps(payload, indent=2))
-    elif isinstance(exc, VerificationError) and isinstance(exc.report, VerificationReport):
-        click.echo("\n".join(report.verification_lines(exc.report)), err=True)
-    sys.exit(exc.exit_code)
-
-
-def _log_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
-    log.debug("%s: %s", category.__name__, one_line(Exception(str(message))))
-
-
-def _guard(as_json: bool, debug: bool, action: Callable[[], None]) -> None:
-    try:
-        with raising_on_signals(), warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.showwarning = _log_warning  # onnx's warnings (unknown external data keys, ...)
-            action()
-    except Fc2ConvError as exc:
-        if debug:
-            raise
-        _fail(exc, as_json)
-    except KeyboardInterrupt as exc:
-        stop = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-        done = f"{stop.written} was written whole before stopping" if stop.written else "nothing written"
-        click.echo(f"onnx-fc2conv: interrupted ({stop.name}); {done}", err=True)
-        sys.exit(stop.exit_code)
-    except MemoryError:
-        click.echo("onnx-fc2conv: error: out of memory; nothing written", err=True)
-        sys.exit(2)
-    except OSError as exc:  # a file the tool reads or writes: say which and why, in one line
-        if debug:
-            raise
-        where = f"{printable(str(exc.filename))}: " if exc.filename else ""
-        click.echo(f"onnx-fc2conv: error: {where}{exc.strerror or one_line(exc)}", err=True)
-        sys.exit(2)
-    except Exception as exc:  # a bug or an unforeseen model: still one line, no traceback
-        if debug:
-            raise
-        click.echo(f"onnx-fc2conv: error: {type(exc).__name__}: {one_line(exc)} (rerun with --debug)", err=True)
-        sys.exit(2)
-
-
 def _common(fn: Callable) -> Callable:
     fn = click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")(fn)
     fn = click.option("-q", "--quiet", is_flag=True, help="No progress lines, even on a terminal.")(fn)
-    fn = click.option("--json", "as_json", is_flag=True, help="Print a machine-readable report on stdout.")(fn)
+    fn = click.option(
+        "--json-file",
+        type=click.Path(dir_okay=False, writable=True),
+        help="Also write the JSON report (as --json prints it) to this file.",
+    )(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout (also on failure).")(fn)
     return fn
 
 
@@ -119,7 +131,7 @@ def _verify_options(fn: Callable) -> Callable:
         "--size",
         "sizes",
         multiple=True,
-        metavar="HxW",
+        type=Size(),
         help="Larger input size to verify at (repeatable). Default: two non-square sizes about 1.25-1.75x.",
     )(fn)
     fn = click.option(
@@ -137,13 +149,14 @@ def _verify_options(fn: Callable) -> Callable:
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="onnx-fc2conv")
 def main() -> None:
     """Make classifier CNNs fully convolutional: FC heads become exact convolutions.
 
     Exit codes: 0 done; 1 verification failed (nothing written); 2 usage error or
-    unreadable model; 3 FC layers that cannot be rewritten exactly (nothing written).
+    unreadable model; 3 FC layers that cannot be rewritten exactly (nothing written);
+    128 + N stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP; nothing written).
     """
 
 
@@ -172,7 +185,7 @@ def convert(
     verify: bool,
     rtol: float,
     atol: float,
-    sizes: tuple[str, ...],
+    sizes: tuple[tuple[int, ...], ...],
     seed: int,
     batch_name: str,
     height_name: str,
@@ -180,49 +193,49 @@ def convert(
     external_data_mb: int,
     in_place: bool,
     as_json: bool,
+    json_file: str | None,
     quiet: bool,
     debug: bool,
 ) -> None:
     """Rewrite the FC head of INPUT into convolutions and write OUTPUT."""
     _setup_logging(quiet, debug)
+    files: dict[str, str | None] = {"input": input_path, "output": output_path, "data": None}
+    run = Invocation("convert", files, as_json, json_file, debug)
 
-    def run() -> None:
+    def action() -> Done:
         options = api.ConvertOptions(
             dense=dense,
             verify=verify,
             dim_names=DimNames(batch=batch_name, height=height_name, width=width_name),
             tolerance=Tolerance(rtol=rtol, atol=atol),
-            sizes=_sizes(sizes),
+            sizes=sizes or None,
             seed=seed,
             external_threshold=external_data_mb << 20,
             in_place=in_place,
         )
-        result, data = api.convert_file(input_path, output_path, options)
+        result = api.convert_file(input_path, output_path, options)
+        data = result.data_file
+        files["data"] = str(data) if data else None
         written = output_path + (f" (+ {data.name})" if data else "")
-        if as_json:
-            click.echo(json.dumps(report.conversion_dict(result, output_path), indent=2))
-        else:
-            click.echo(report.conversion_text(result, written))
+        return Done(report.conversion_payload(result), report.conversion_text(result, written))
 
-    _guard(as_json, debug, run)
+    execute(run, action)
 
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=True))
 @click.option("--dense", is_flag=True, help="Show global-pool heads as dense mode would rewrite them.")
 @_common
-def inspect(input_path: str, dense: bool, as_json: bool, quiet: bool, debug: bool) -> None:
+def inspect(input_path: str, dense: bool, as_json: bool, json_file: str | None, quiet: bool, debug: bool) -> None:
     """Show the FC heads of INPUT, what they would become, and why any cannot be rewritten."""
     _setup_logging(quiet, debug)
+    run = Invocation("inspect", {"input": input_path}, as_json, json_file, debug)
 
-    def run() -> None:
+    def action() -> Done:
         found = api.inspect(input_path, api.ConvertOptions(dense=dense))
-        if as_json:
-            click.echo(json.dumps(report.inspection_dict(found), indent=2))
-        else:
-            click.echo(report.inspection_text(found))
+        return Done(report.inspection_payload(found), report.inspection_text(found))
 
-    _guard(as_json, debug, run)
+    execute(run, action)
 
 
 @main.command()
@@ -235,42 +248,37 @@ def verify(
     converted: str,
     rtol: float,
     atol: float,
-    sizes: tuple[str, ...],
+    sizes: tuple[tuple[int, ...], ...],
     seed: int,
     as_json: bool,
+    json_file: str | None,
     quiet: bool,
     debug: bool,
 ) -> None:
     """Check CONVERTED against ORIGINAL with onnxruntime (exit 1 when they differ)."""
     _setup_logging(quiet, debug)
+    run = Invocation("verify", {"original": original, "converted": converted}, as_json, json_file, debug)
 
-    def run() -> None:
-        options = api.ConvertOptions(tolerance=Tolerance(rtol=rtol, atol=atol), sizes=_sizes(sizes), seed=seed)
+    def action() -> Done:
+        options = api.ConvertOptions(tolerance=Tolerance(rtol=rtol, atol=atol), sizes=sizes or None, seed=seed)
         result = api.verify(original, converted, options)
-        if as_json:
-            click.echo(json.dumps(report.verification_dict(result), indent=2))
-        else:
-            click.echo("\n".join(report.verification_lines(result)))
+        done = Done({"verification": report.verification_dict(result)}, "\n".join(report.verification_lines(result)))
         if not result.passed:
-            sys.exit(1)
+            done.failure = VerificationError(report.verification_failure_line(result), result)
+        return done
 
-    _guard(as_json, debug, run)
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise click.BadParameter(f"'{text}' is not a comma-separated list of numbers") from None
+    execute(run, action)
 
 
 @main.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(dir_okay=True))
 @click.argument("image_path", metavar="IMAGE", type=click.Path(dir_okay=True))
-@click.argument("output_path", metavar="OUTPUT_PNG", type=click.Path(dir_okay=True))
-@click.option("--resize", "resize", metavar="HxW", help="Resize the image to this size before the model.")
-@click.option("--mean", default="0.485,0.456,0.406", show_default=True, help="Per-channel mean (on 0..1 pixels).")
-@click.option("--std", default="0.229,0.224,0.225", show_default=True, help="Per-channel std.")
+@click.argument("output_path", metavar="PICTURE", type=click.Path(dir_okay=True))
+@click.option("--resize", "resize", type=Size(rank=2), help="Resize the image to this size before the model.")
+@click.option(
+    "--mean", type=FloatList(), help="Per-channel mean, on 0..1 pixels (one per channel). Default: ImageNet's."
+)
+@click.option("--std", type=FloatList(), help="Per-channel std (one per channel). Default: ImageNet's.")
 @click.option("--class", "class_index", type=int, help="Class to draw. Default: the class of the strongest cell.")
 @click.option("--output-name", help="Model output to draw. Default: the first [N, M, h, w] output.")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=0), help="Strongest cells to list.")
@@ -280,42 +288,40 @@ def heatmap(
     model_path: str,
     image_path: str,
     output_path: str,
-    resize: str | None,
-    mean: str,
-    std: str,
+    resize: tuple[int, int] | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
     class_index: int | None,
     output_name: str | None,
     top: int,
     dense: bool,
     as_json: bool,
+    json_file: str | None,
     quiet: bool,
     debug: bool,
 ) -> None:
-    """Overlay one class's score map on IMAGE and write OUTPUT_PNG.
+    """Overlay one class's score map on IMAGE and write PICTURE (.png, .jpg or .jpeg).
 
     MODEL may be converted already or not (it is then converted in memory, verified).
     """
-    from .heatmap import HeatmapOptions, render
+    from .heatmap import HeatmapOptions, picture_format, render
 
     _setup_logging(quiet, debug)
+    files = {"model": model_path, "image": image_path, "picture": output_path}
+    run = Invocation("heatmap", files, as_json, json_file, debug)
 
-    def run() -> None:
-        size = _parse_size(resize) if resize else None
-        if size is not None and len(size) != 2:
-            raise click.BadParameter("--resize takes HxW")
+    def action() -> Done:
+        picture_format(output_path)  # before any work
         options = HeatmapOptions(
-            size=size,  # type: ignore[arg-type]
-            mean=_floats(mean),
-            std=_floats(std),
+            size=resize,
+            mean=mean,
+            std=std,
             class_index=class_index,
             output_name=output_name,
             top=top,
         )
         result = api.convert(model_path, api.ConvertOptions(dense=dense))
         drawn = render(result.model, image_path, output_path, options)
-        if as_json:
-            click.echo(json.dumps(report.heatmap_dict(drawn, output_path), indent=2))
-        else:
-            click.echo(report.heatmap_text(drawn, output_path))
+        return Done(report.heatmap_payload(drawn), report.heatmap_text(drawn, output_path))
 
-    _guard(as_json, debug, run)
+    execute(run, action)

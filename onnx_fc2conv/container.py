@@ -78,7 +78,7 @@ def text_problem(model: onnx.ModelProto) -> str | None:
 
 
 def input_dims_problem(model: onnx.ModelProto) -> str | None:
-    """A graph input with a negative dim, or a dim that is neither a size nor a name (cleared)."""
+    """A graph input with a negative or zero dim, or a dim that is neither a size nor a name (cleared)."""
     initializers = {t.name for t in model.graph.initializer}
     for vi in model.graph.input:
         if vi.name in initializers or not vi.type.tensor_type.HasField("shape"):
@@ -86,6 +86,8 @@ def input_dims_problem(model: onnx.ModelProto) -> str | None:
         for axis, dim in enumerate(vi.type.tensor_type.shape.dim):
             if dim.HasField("dim_value") and dim.dim_value < 0:
                 return f"input {quoted(vi.name)} has a negative dim ({dim.dim_value}) at axis {axis}"
+            if dim.HasField("dim_value") and dim.dim_value == 0:
+                return f"input {quoted(vi.name)} has a zero dim at axis {axis}: it holds no values"
             if not dim.HasField("dim_value") and not dim.dim_param:
                 return f"input {quoted(vi.name)} has an unknown dim at axis {axis} (neither a size nor a name)"
     return None

@@ -17,7 +17,7 @@ import onnx
 from .container import check_as_written, container_problems, input_dims_problem, structure_problem, text_problem
 from .errors import CheckerError, ModelLoadError, UsageError, one_line, quoted
 from .signals import signals_deferred
-from .tensor_data import all_tensors, attribute_tensors, proto_size, raw_data_lengths
+from .tensor_data import all_tensors, attribute_tensors, data_type_problem, proto_size, raw_data_lengths
 from .tensor_data import check_tensor_sizes as _check_tensor_sizes
 
 __all__ = ["attribute_tensors", "load_model", "proto_size", "raw_data_lengths", "save_model", "validate_model"]
@@ -167,7 +167,7 @@ def validate_model(model: onnx.ModelProto, where: str = "model") -> None:
     problems = container_problems(model)
     if problems:
         raise ModelLoadError(f"{where}: {problems[0]} (the ONNX checker rejects this model)")
-    dims = input_dims_problem(model)
+    dims = input_dims_problem(model) or data_type_problem(model)
     if dims is not None:
         raise ModelLoadError(f"{where}: {dims}")
     structure = structure_problem(model)
@@ -245,6 +245,7 @@ def save_model(
     external_threshold: int = DEFAULT_EXTERNAL_THRESHOLD,
     protected: set[Path] | None = None,
     check: Callable[[str], None] | None = None,
+    superseded: set[Path] | None = None,
 ) -> Path | None:
     """Write atomically: everything goes to a temporary folder beside the output, the data file
     is moved into place first and the model last (`os.replace`). Returns the data file's path,
@@ -255,7 +256,9 @@ def save_model(
     data file of that name is replaced, never appended to.
     Saving with external data moves the weights out of `model`. `check(path)` runs on the
     temporary model before anything is moved; when it raises, nothing is written. When the
-    final move of the model fails, the previous data file is put back.
+    final move of the model fails, the previous data file is put back. `superseded`: data files of
+    the model being replaced (--in-place) that are removed once the new model is in place, unless
+    it uses them too.
     """
     out = output_target(output)
     size = proto_size(model)
@@ -298,11 +301,25 @@ def save_model(
             check(str(tmp_model))
         with _folder_lock(out.parent), signals_deferred(str(out)):  # one writer at a time; a stop waits
             _move_into_place(tmpdir, tmp_model, out, data_path if external else None)
+            _remove_superseded(superseded or set(), out, data_path if external else None)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
         tmp_model.unlink(missing_ok=True)
     log.info("wrote %s%s", out, f" and {data_name}" if external else "")
     return data_path if external else None
+
+
+def _remove_superseded(files: set[Path], out: Path, data_path: Path | None) -> None:
+    """The replaced model's data files the new one does not use: orphans once it is in place."""
+    keep = {p.resolve() for p in (out, data_path) if p is not None}
+    for path in files:
+        if path.resolve() in keep or not path.is_file():
+            continue
+        try:
+            path.unlink()
+            log.info("removed %s (the replaced model's data, unused now)", path)
+        except OSError as exc:
+            log.warning("could not remove %s, the replaced model's data: %s", path, exc.strerror)
 
 
 @contextmanager

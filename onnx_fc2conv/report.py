@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
 from .api import ConversionResult, Inspection
+from .errors import NotConvertibleError, VerificationError, printable, quoted
 from .geometry import Geometry
 from .graph import node_id
 from .heads import Head, Skipped
@@ -13,9 +15,12 @@ from .rewrite import LayerRewrite
 from .shapes import RelaxedInput
 from .verify import Comparison, VerificationReport
 
+if TYPE_CHECKING:
+    from .heatmap import HeatmapResult
+
 
 def _dims(shape: tuple | list) -> str:
-    return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
+    return "[" + ", ".join(printable(str(d)) if d is not None else "?" for d in shape) + "]"
 
 
 def _num(x: float) -> float | None:
@@ -91,62 +96,90 @@ def verification_dict(v: VerificationReport) -> dict[str, Any]:
 
 
 def relaxed_dict(r: RelaxedInput) -> dict[str, Any]:
-    return {"input": r.name, "old_shape": list(r.old_shape), "new_shape": list(r.new_shape)}
+    return {"name": r.name, "old_shape": list(r.old_shape), "new_shape": list(r.new_shape)}
 
 
-def conversion_dict(result: ConversionResult, output: str | None = None) -> dict[str, Any]:
-    model = result.model
-    out: dict[str, Any] = {
-        "status": "converted",
-        "output": output,
+def _fixes(fixes: list) -> list[dict[str, str]]:
+    return [{"node": f.node, "op": f.op, "change": f.change} for f in fixes]
+
+
+def conversion_payload(result: ConversionResult) -> dict[str, Any]:
+    """What `convert` reports besides the common keys (see document())."""
+    return {
         "heads": [head_dict(r.head, r.layers) for r in result.rewrites],
         "inputs": [relaxed_dict(r) for r in result.relaxed_inputs],
-        "outputs": {o.name: _output_dims(o) for o in model.graph.output},
-        "backbone_fixes": [{"node": f.node, "op": f.op, "change": f.change} for f in result.backbone_fixes],
+        "outputs": [{"name": o.name, "shape": _output_dims(o)} for o in result.model.graph.output],
+        "backbone_fixes": _fixes(result.backbone_fixes),
         "removed_nodes": result.removed_nodes,
         "notices": list(result.notices),
         "geometry": geometry_dict(result.geometry),
+        "verification": None if result.verification is None else verification_dict(result.verification),
     }
-    if result.verification is not None:
-        out["verification"] = verification_dict(result.verification)
-    return out
 
 
-def inspection_dict(ins: Inspection) -> dict[str, Any]:
+def inspection_payload(ins: Inspection) -> dict[str, Any]:
+    """What `inspect` reports: the inputs' new shapes are those of a conversion (null: not computed)."""
     return {
         "opset": ins.opset,
-        "inputs": {k: list(v) for k, v in ins.input_shapes.items()},
+        "inputs": [{"name": k, "old_shape": list(v), "new_shape": None} for k, v in ins.input_shapes.items()],
         "head_candidates": ins.candidates,
         "heads": [head_dict(h) for h in ins.heads],
         "skipped": [skipped_dict(s) for s in ins.skipped],
-        "backbone_fixes": [{"node": f.node, "op": f.op, "change": f.change} for f in ins.backbone_fixes],
+        "backbone_fixes": _fixes(ins.backbone_fixes),
         "backbone_refusals": [skipped_dict(r) for r in ins.backbone_refusals],
         "geometry": geometry_dict(ins.geometry),
     }
 
 
+def geometry_record(name: str, g: Geometry | str | None) -> dict[str, Any]:
+    """One output's window geometry; the same keys whether or not it is known (`available`)."""
+    if isinstance(g, Geometry):
+        record = g.as_dict()
+        record.update(available=True, reason=None, output=name)
+        return record
+    return {
+        "output": name,
+        "available": False,
+        "reason": g or "unknown",
+        "input": None,
+        "stride": None,
+        "receptive_field": None,
+        "offset": None,
+    }
+
+
 def geometry_dict(geometry: dict[str, Geometry | str]) -> dict[str, Any]:
-    return {k: (g.as_dict() if isinstance(g, Geometry) else {"unavailable": g}) for k, g in geometry.items()}
+    return {name: geometry_record(name, g) for name, g in geometry.items()}
+
+
+def _interval(start: int, stop: int) -> str:
+    return f"[{start}, {stop})"
+
+
+def box_text(box: tuple[tuple[int, int], ...]) -> str:
+    """`rows [a, b), cols [c, d)`: the one box convention, start included and stop excluded (as in
+    the JSON and the API, and as a slice `image[a:b, c:d]`)."""
+    axes = ("rows", "cols") if len(box) == 2 else tuple(f"axis {i}" for i in range(len(box)))
+    return ", ".join(f"{axis} {_interval(a, b)}" for axis, (a, b) in zip(axes, box, strict=True))
 
 
 def geometry_lines(geometry: dict[str, Geometry | str]) -> list[str]:
     lines = []
     for name, g in geometry.items():
         if not isinstance(g, Geometry):
-            lines.append(f"geometry of '{name}': none ({g})")
+            lines.append(f"geometry of {quoted(name)}: none ({printable(g)})")
             continue
         x = "x".join
+        names = ("rows", "cols") if len(g.stride) == 2 else tuple(f"axis {i}" for i in range(len(g.stride)))
         spans = ", ".join(
-            f"{axis} {s}*{v}{o:+d} .. {s}*{v}{o + r - 1:+d}"
-            for axis, v, s, o, r in zip(
-                ("rows", "cols", "d3"), "ijk", g.stride, g.offset, g.receptive_field, strict=False
-            )
+            f"{axis} [{s}*{v}{o:+d}, {s}*{v}{o + r:+d})"
+            for axis, v, s, o, r in zip(names, "ijk", g.stride, g.offset, g.receptive_field, strict=False)
         )
         lines.append(
-            f"geometry of '{name}': output stride {x(map(str, g.stride))}, receptive field "
+            f"geometry of {quoted(name)}: output stride {x(map(str, g.stride))}, receptive field "
             f"{x(map(str, g.receptive_field))}, offset {x(map(str, g.offset))}"
         )
-        lines.append(f"  cell (i, j) sees input {spans} (inclusive; beyond the image is padding)")
+        lines.append(f"  cell (i, j) sees input {spans} (stop excluded; beyond the image is padding)")
     return lines
 
 
@@ -166,7 +199,7 @@ def head_lines(index: int, head: Head, layers: tuple[LayerRewrite, ...] | None =
     mode = " (dense: head before the pool)" if head.dense else ""
     lines = [
         f"head {index}: {head.description}{mode}",
-        f"  feature map '{head.feature}' {_dims(head.feature_shape)}, window {'x'.join(map(str, head.window))}",
+        f"  feature map {quoted(head.feature)} {_dims(head.feature_shape)}, window {'x'.join(map(str, head.window))}",
     ]
     rows = [["layer", "old op", "in", "out", "conv kernel", "params"]]
     for i, layer in enumerate(head.layers):
@@ -190,7 +223,7 @@ def head_lines(index: int, head: Head, layers: tuple[LayerRewrite, ...] | None =
             + ", ".join(f"{t.op}" + ("" if t.action.value == "keep" else f" ({t.action.value})") for t in head.tail)
         )
     lines.append("  outputs: " + ", ".join(head.outputs))
-    return lines
+    return [printable(line) for line in lines]
 
 
 def verification_lines(v: VerificationReport) -> list[str]:
@@ -211,7 +244,7 @@ def verification_lines(v: VerificationReport) -> list[str]:
     lines = ["verification (onnxruntime):", *_table(rows), f"  onnx checker: {v.checker}"]
     lines += [f"  note: {n}" for n in v.notes]
     lines.append(f"  result: {'PASSED' if v.passed else 'FAILED'}")
-    return lines
+    return [printable(line) for line in lines]
 
 
 def conversion_text(result: ConversionResult, output: str | None = None) -> str:
@@ -220,11 +253,11 @@ def conversion_text(result: ConversionResult, output: str | None = None) -> str:
         lines += head_lines(i, r.head, r.layers)
     lines += [f"notice: {n}" for n in result.notices]
     for f in result.backbone_fixes:
-        lines.append(f"backbone: {f.op} '{f.node}': {f.change}")
+        lines.append(f"backbone: {printable(f.op)} {quoted(f.node)}: {printable(f.change)}")
     for r in result.relaxed_inputs:
-        lines.append(f"input '{r.name}': {_dims(r.old_shape)} -> {_dims(r.new_shape)}")
+        lines.append(f"input {quoted(r.name)}: {_dims(r.old_shape)} -> {_dims(r.new_shape)}")
     for o in result.model.graph.output:
-        lines.append(f"output '{o.name}': {_dims(_output_dims(o))}")
+        lines.append(f"output {quoted(o.name)}: {_dims(_output_dims(o))}")
     lines += geometry_lines({k: g for k, g in result.geometry.items() if isinstance(g, Geometry)})
     if result.verification is not None:
         lines += verification_lines(result.verification)
@@ -232,32 +265,31 @@ def conversion_text(result: ConversionResult, output: str | None = None) -> str:
         lines.append("verification: skipped (--no-verify)")
     if output:
         lines.append(f"wrote {output}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def inspection_text(ins: Inspection) -> str:
-    lines = [f"opset {ins.opset}; inputs: " + ", ".join(f"'{k}' {_dims(v)}" for k, v in ins.input_shapes.items())]
+    lines = [f"opset {ins.opset}; inputs: " + ", ".join(f"{quoted(k)} {_dims(v)}" for k, v in ins.input_shapes.items())]
     if not ins.candidates:
         lines.append("no FC layer: the model is already fully convolutional")
     for i, head in enumerate(ins.heads, 1):
         lines += head_lines(i, head)
     for s in ins.skipped:
-        lines.append(f"skipped '{s.node}': {s.reason}")
+        lines.append(f"skipped {quoted(s.node)}: {printable(s.reason)}")
     for f in ins.backbone_fixes:
-        lines.append(f"backbone: {f.op} '{f.node}': {f.change}")
-    lines += [f"refused: {r.reason}" for r in ins.backbone_refusals]
+        lines.append(f"backbone: {printable(f.op)} {quoted(f.node)}: {printable(f.change)}")
+    lines += [f"refused: {printable(r.reason)}" for r in ins.backbone_refusals]
     lines += geometry_lines(ins.geometry)
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
-def heatmap_dict(result, path: str) -> dict[str, Any]:
+def heatmap_payload(result: HeatmapResult) -> dict[str, Any]:
     return {
-        "picture": path,
-        "output": result.output,
+        "output_name": result.output,
         "class": result.class_index,
         "map_shape": list(result.map_shape),
         "image_size": list(result.image_size),
-        "geometry": result.geometry.as_dict() if result.geometry else None,
+        "geometry": {result.output: geometry_record(result.output, result.geometry or result.geometry_reason)},
         "cells": [
             {
                 "cell": list(c.cell),
@@ -269,14 +301,76 @@ def heatmap_dict(result, path: str) -> dict[str, Any]:
     }
 
 
-def heatmap_text(result, path: str) -> str:
+def heatmap_text(result: HeatmapResult, path: str) -> str:
     h, w = result.image_size
     lines = [
-        f"class {result.class_index} from '{result.output}': map {result.map_shape[0]}x{result.map_shape[1]} "
+        f"class {result.class_index} from {quoted(result.output)}: map {result.map_shape[0]}x{result.map_shape[1]} "
         f"over a {h}x{w} image -> {path}"
     ]
     for c in result.cells:
-        where = f" rows {c.box[0][0]}..{c.box[0][1] - 1}, cols {c.box[1][0]}..{c.box[1][1] - 1}" if c.box else ""
+        where = f" {box_text(c.box)}" if c.box else ""
         best = ", ".join(f"class {k} {v:.3g}" for k, v in c.classes)
         lines.append(f"  cell {c.cell}{where}: {best}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
+
+
+# -- the JSON document ---------------------------------------------------------------------------
+
+SCHEMA_VERSION = 1  # raised when a key changes meaning or goes away (schema/report.schema.json)
+
+
+def tool_version() -> str:
+    try:
+        return metadata.version("onnx-fc2conv")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+def document(
+    command: str,
+    files: dict[str, str | None],
+    payload: dict[str, Any] | None = None,
+    *,
+    exit_code: int = 0,
+    error: str | None = None,
+    error_type: str | None = None,
+    interrupted: bool = False,
+) -> dict[str, Any]:
+    """The one JSON document a subcommand prints, whatever the outcome: the common keys, then the
+    command's own (`payload`). `error` (one line, as on stderr) is there exactly when it failed."""
+    status = "ok" if error is None else ("interrupted" if interrupted else "error")
+    doc: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "tool_version": tool_version(),
+        "command": command,
+        "status": status,
+        "exit_code": exit_code,
+        "files": dict(files),
+    }
+    if error is not None:
+        doc["error"] = error
+        doc["error_type"] = error_type or "Error"
+    doc.update(payload or {})
+    return doc
+
+
+def failure_payload(exc: BaseException) -> dict[str, Any]:
+    """What a failure adds: the reason per refused candidate (exit 3), the comparisons (exit 1)."""
+    out: dict[str, Any] = {}
+    if isinstance(exc, NotConvertibleError):
+        out["reasons"] = [printable(r) for r in exc.reasons]
+    if isinstance(exc, VerificationError) and isinstance(exc.report, VerificationReport):
+        out["verification"] = verification_dict(exc.report)
+    return out
+
+
+def verification_failure_line(v: VerificationReport) -> str:
+    """The error line of a verification that did not pass."""
+    if not v.comparisons:
+        return "verification compared nothing"
+    if v.checker != "passed":
+        return f"the converted model fails the ONNX checker: {v.checker.removeprefix('failed: ')}"
+    worst = v.failures[0]
+    detail = worst.note or f"max abs error {worst.max_abs:.3g}, {worst.ratio:.3g}x the allowed {worst.allowed:.3g}"
+    where = f"({worst.check}, input {list(worst.input_shape)})"
+    return printable(f"verification FAILED: output {quoted(worst.output)} {where}: {detail}")

@@ -58,7 +58,7 @@ class ValidSizes:
         return tuple(sizes)
 
 
-def _runs_at(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...]) -> bool:
+def runs_at(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...]) -> bool:
     skel = skeleton(model)
     for vi in skel.graph.input:
         if vi.name == layout.name:
@@ -90,7 +90,7 @@ def _step(model: onnx.ModelProto, layout: InputLayout, exported: tuple[int, ...]
         sizes = [list(exported), list(exported)]
         sizes[0][axis] += step
         sizes[1][axis] += 2 * step
-        if all(_runs_at(model, layout, tuple(size)) for size in sizes):
+        if all(runs_at(model, layout, tuple(size)) for size in sizes):
             return step
     return 0
 
@@ -109,7 +109,7 @@ def valid_sizes(
             mid = (low + high) // 2
             probe = list(minimum)
             probe[axis] = mid
-            low, high = (low, mid) if _runs_at(model, layout, tuple(probe)) else (mid, high)
+            low, high = (low, mid) if runs_at(model, layout, tuple(probe)) else (mid, high)
         minimum[axis] = high
     return ValidSizes(tuple(exported), tuple(minimum), tuple(steps))
 

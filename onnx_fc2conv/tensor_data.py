@@ -59,6 +59,8 @@ def all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
                     yield a.t
 
 
+_DATA_TYPES = frozenset(onnx.TensorProto.DataType.values())
+
 # Typed payload fields and how many entries one element takes in each (complex: two).
 _TYPED_FIELDS = {
     onnx.TensorProto.FLOAT: ("float_data", 1),
@@ -128,6 +130,14 @@ def raw_data_lengths(data: bytes) -> list[int | None] | None:
         return lengths
     except (ValueError, IndexError):
         return None
+
+
+def data_type_problem(model: onnx.ModelProto) -> str | None:
+    """A tensor whose data type ONNX does not define (every tool after this one would trip on it)."""
+    for t in all_tensors(model):
+        if t.data_type not in _DATA_TYPES:
+            return f"tensor {quoted(t.name)} has data type {t.data_type}, which ONNX does not define"
+    return None
 
 
 def check_tensor_sizes(model: onnx.ModelProto, known: dict[int, int] | None = None) -> None:

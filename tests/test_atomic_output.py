@@ -296,7 +296,7 @@ def test_stale_data_file_is_replaced_not_appended(source: Path, out_dir: Path) -
         assert verify(str(source), str(out)).passed
     assert sizes[0] == sizes[1] > 0
     data.write_bytes(os.urandom(sizes[0] * 3))  # junk from some other run
-    _, written = convert_file(source, out, ConvertOptions(external_threshold=0))
+    written = convert_file(source, out, ConvertOptions(external_threshold=0)).data_file
     assert written == data
     assert data.stat().st_size == sizes[0]
     assert verify(str(source), str(out)).passed

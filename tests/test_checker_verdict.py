@@ -9,7 +9,6 @@ the converted model before anything is written.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from corpus import save, small_model
+from json_contract import parse
 from onnx import helper
 
 from onnx_fc2conv import CheckerError, ModelLoadError, convert
@@ -103,7 +103,7 @@ def test_refused_at_load_with_the_reason(name: str, tmp_path: Path) -> None:
     assert run("inspect", src).stderr == expected
     assert not (tmp_path / "c.onnx").exists()
     res = run("convert", "--json", src, tmp_path / "c.onnx")
-    assert json.loads(res.stdout)["error"] == expected.removeprefix("onnx-fc2conv: error: ").strip()
+    assert parse(res.stdout)["error"] == expected.removeprefix("onnx-fc2conv: error: ").strip()
     with pytest.raises(ModelLoadError, match="the ONNX checker rejects this model"):
         convert(_rejected_model(name))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import onnx
 import pytest
 from builders import GraphBuilder, backbone, gemm, image_model, ops
 from click.testing import CliRunner
+from json_contract import parse
 from onnx import numpy_helper
 
 import onnx_fc2conv
@@ -69,18 +69,18 @@ def test_convert_json_fields(tmp_path) -> None:
     out = tmp_path / "out.onnx"
     res = invoke("convert", LENET, out, "--json")
     assert res.exit_code == 0, res.stderr
-    data = json.loads(res.stdout)
-    assert data["status"] == "converted"
-    assert data["output"] == str(out)
+    data = parse(res.stdout)
+    assert data["status"] == "ok" and data["exit_code"] == 0 and data["command"] == "convert"
+    assert data["files"] == {"input": str(LENET), "output": str(out), "data": None}
     assert set(data) >= {"heads", "inputs", "outputs", "backbone_fixes", "removed_nodes", "notices", "verification"}
     head = data["heads"][0]
     assert head["pattern"] == "Flatten -> Gemm -> Gemm -> Gemm"
     assert [layer["kernel_shape"] for layer in head["layers"]] == [[120, 16, 5, 5], [84, 120, 1, 1], [10, 84, 1, 1]]
     assert [layer["old_weight_shape"] for layer in head["layers"]] == [[120, 400], [84, 120], [10, 84]]
     assert data["inputs"] == [
-        {"input": "input", "old_shape": [1, 1, 32, 32], "new_shape": ["batch", 1, "height", "width"]}
+        {"name": "input", "old_shape": [1, 1, 32, 32], "new_shape": ["batch", 1, "height", "width"]}
     ]
-    assert data["outputs"] == {"output": ["batch", 10, "out_height", "out_width"]}
+    assert data["outputs"] == [{"name": "output", "shape": ["batch", 10, "out_height", "out_width"]}]
     verification = data["verification"]
     assert verification["passed"] is True and verification["checker"] == "passed"
     assert {c["status"] for c in verification["comparisons"]} == {"PASSED"}
@@ -98,7 +98,7 @@ def test_convert_json_fields(tmp_path) -> None:
 def test_convert_size_option(tmp_path) -> None:
     res = invoke("convert", LENET, tmp_path / "out.onnx", "--json", "--size", "80x96", "--size", "40x36")
     assert res.exit_code == 0, res.stderr
-    larger = [c for c in json.loads(res.stdout)["verification"]["comparisons"] if c["check"] == "larger size"]
+    larger = [c for c in parse(res.stdout)["verification"]["comparisons"] if c["check"] == "larger size"]
     assert [c["input_shape"] for c in larger] == [[2, 1, 80, 96], [2, 1, 40, 36]]  # at batch 2
     # LeNet: 80 x 96 -> 17 x 21 map -> 13 x 17 windows of 5 x 5
     assert larger[0]["shape"] == [2, 10, 13, 17]
@@ -111,7 +111,7 @@ def test_convert_no_verify(tmp_path) -> None:
     assert "verification: skipped (--no-verify)" in res.stdout.splitlines()
     assert out.exists()
     res = invoke("convert", LENET, tmp_path / "out2.onnx", "--no-verify", "--json")
-    assert "verification" not in json.loads(res.stdout)
+    assert parse(res.stdout)["verification"] is None
 
 
 def test_convert_dim_names(tmp_path) -> None:
@@ -168,7 +168,7 @@ def test_class_token_head_exit_3(tmp_path) -> None:
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["vit.onnx"]
     res = invoke("convert", src, out, "--json")
     assert res.exit_code == 3
-    data = json.loads(res.stdout)
+    data = parse(res.stdout)
     assert data["status"] == "error" and data["exit_code"] == 3
     assert data["reasons"] == [
         "head: Gemm 'head' reads 'take_cls_out' from Gather 'take_cls', not from a flattened feature map"
@@ -238,7 +238,7 @@ def test_convert_verification_failure_exit_1(tmp_path, monkeypatch) -> None:
     assert "  result: FAILED" in res.stderr.splitlines()
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
     res = invoke("convert", src, out, "--json")
-    data = json.loads(res.stdout)
+    data = parse(res.stdout)
     assert res.exit_code == 1 and data["exit_code"] == 1 and data["verification"]["passed"] is False
     assert "FAILED" in {c["status"] for c in data["verification"]["comparisons"]}
 
@@ -287,8 +287,9 @@ def test_cli_verify_exit_codes(tmp_path) -> None:
     assert any(line.strip().startswith("FAILED") for line in res.stdout.splitlines())
     res = invoke("verify", LENET, bad_path, "--json")
     assert res.exit_code == 1
-    data = json.loads(res.stdout)
-    assert data["passed"] is False and data["checker"] == "passed"
+    data = parse(res.stdout)
+    assert data["status"] == "error" and data["exit_code"] == 1 and data["error"].startswith("verification FAILED")
+    assert data["verification"]["passed"] is False and data["verification"]["checker"] == "passed"
     res = invoke("verify", LENET, tmp_path / "nope.onnx")
     assert res.exit_code == 2
     _one_line_error(res.stderr)
@@ -297,7 +298,7 @@ def test_cli_verify_exit_codes(tmp_path) -> None:
 def test_inspect_json(tmp_path) -> None:
     res = invoke("inspect", MODELS / "keras_flatten.onnx", "--json")
     assert res.exit_code == 0
-    data = json.loads(res.stdout)
+    data = parse(res.stdout)
     assert data["opset"] == 13 and data["head_candidates"] == 1 and data["skipped"] == []
     assert data["heads"][0]["pattern"] == "Transpose -> Reshape -> Gemm -> Gemm"
     assert data["heads"][0]["kind"] == "nhwc"

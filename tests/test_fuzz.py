@@ -1,9 +1,9 @@
-"""Fuzz: mutants of the golden models through `convert`, `convert --no-verify` and `inspect`.
+"""Fuzz: mutants of the golden models through `convert`, `convert --no-verify` and `inspect` (also with `--json`).
 
 For every mutant: an exit code in {0, 1, 2, 3}; on failure one `onnx-fc2conv: error:` line (exit 1
 and 3 may add their documented detail lines), never the catch-all "(rerun with --debug)" meant for
 bugs, no traceback, nothing left in the output folder, the input folder unchanged; on success the
-output written whole and nothing on stderr.
+output written whole and nothing on stderr; with `--json` one valid document with the exit code.
 
 A fixed seed and 240 cases by default (a few seconds); more by hand:
 `FUZZ_CASES=3000 FUZZ_SEED=7 pytest tests/test_fuzz.py`.
@@ -19,13 +19,20 @@ from pathlib import Path
 import onnx
 from click.testing import CliRunner
 from corpus import leftovers, save_external, small_model, snapshot
+from json_contract import parse
 from mutants import MUTATORS, make_mutant
 
 from onnx_fc2conv.cli import main
 
 CASES = int(os.environ.get("FUZZ_CASES", "240"))
 SEED = int(os.environ.get("FUZZ_SEED", "0"))
-COMMANDS = (("convert",), ("convert", "--no-verify"), ("inspect",))
+COMMANDS = (
+    ("convert",),
+    ("convert", "--no-verify", "--json"),
+    ("inspect",),
+    ("convert", "--json"),
+    ("inspect", "--json"),
+)
 GOLDEN_VGG = Path(__file__).resolve().parent.parent / "models" / "ts_vgg_small.onnx"
 DETAIL_PREFIXES = {1: ("  ", "verification"), 3: ("  - ",)}  # lines that may follow the error line
 
@@ -54,7 +61,7 @@ def _problems(code: int, stdout: str, stderr: str, command: tuple[str, ...], out
         allowed = DETAIL_PREFIXES.get(code, ())
         if any(not line.startswith(allowed) for line in extra) if allowed else extra:
             problems.append(f"{len(lines)} stderr lines")
-        if stdout:
+        if stdout and "--json" not in command:
             problems.append("stdout on failure")
         if list(out.iterdir()):
             problems.append(f"left {sorted(p.name for p in out.iterdir())}")
@@ -78,6 +85,13 @@ def test_fuzz_mutants(tmp_path: Path) -> None:
             problems.append("the input changed")
         if leftovers(out):
             problems.append("a temporary file was left")
+        if "--json" in command:
+            try:
+                doc = parse(result.stdout)
+                if doc["exit_code"] != result.exit_code:
+                    problems.append(f"JSON exit_code {doc['exit_code']}")
+            except (ValueError, AssertionError) as exc:
+                problems.append(f"not one valid JSON document: {str(exc)[:200]}")
         if problems:
             failures.append(f"{mutant.description} | {' '.join(command)} -> {problems}: {result.stderr[:300]!r}")
     assert not failures, f"{len(failures)} of {CASES} cases (seed {SEED}):\n" + "\n".join(failures)

@@ -108,7 +108,7 @@ def test_golden_convert_and_verify(name: str) -> None:
 def test_golden_convert_file_keeps_names(name: str, tmp_path) -> None:
     entry = next(e for e in MANIFEST if e["file"] == name)
     target = tmp_path / "out.onnx"
-    result, _ = onnx_fc2conv.convert_file(MODELS / name, target)
+    result = onnx_fc2conv.convert_file(MODELS / name, target)
     written = onnx.load(str(target))
     onnx.checker.check_model(written, full_check=True)
     assert [i.name for i in written.graph.input] == [entry["input_name"]]

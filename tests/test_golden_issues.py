@@ -33,6 +33,7 @@ CONVERTS = {
     "keras_uint8_input.onnx": (("batch", "height", "width", 3), "29+ x 29+", None),
     "keras_mnist_dynbatch.onnx": (("batch", "height", "width", 1), "26+ x 26+", "moves only unit dims"),
     "ts_timm_same_pad.onnx": (("batch", 3, "height", "width"), "40+ x 40+", None),
+    "keras_same_pad_strided.onnx": (("batch", "height", "width", 3), "40+ x 40+", "-> auto_pad=SAME_UPPER"),
     "keras_reduce_mean_op18.onnx": (("batch", "height", "width", 3), "32+ x 32+", None),
     "keras_mobilenet_v1_head.onnx": (("batch", "height", "width", 3), "32+ x 32+", None),
 }

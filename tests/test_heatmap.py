@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from json_contract import parse
 
 from onnx_fc2conv.cli import main
 
@@ -47,11 +47,11 @@ def test_heatmap_resize_class_and_json(tmp_path: Path) -> None:
         "--json",
     )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    payload = parse(result.stdout)
     assert payload["class"] == 4
     assert payload["image_size"] == [96, 128]
     assert payload["map_shape"] == [3, 5]
-    assert payload["geometry"]["stride"] == [16, 16]
+    assert payload["geometry"][payload["output_name"]]["stride"] == [16, 16]
     first = payload["cells"][0]
     assert len(first["classes"]) == 3 and len(first["box"]) == 2
     with PIL.open(out) as picture:
@@ -98,7 +98,7 @@ def test_colour_demo_finds_each_shape(tmp_path: Path, cls: int, region: tuple) -
         "--json",
     )
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
+    payload = parse(result.stdout)
     best = max(payload["cells"], key=lambda c: dict((k["class"], k["score"]) for k in c["classes"]).get(cls, -1))
     (r0, r1), (c0, c1) = best["box"]
     centre = ((r0 + r1) / 2, (c0 + c1) / 2)

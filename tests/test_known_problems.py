@@ -68,6 +68,18 @@ def negative_input_dim(folder: Path) -> Path:
     return save(m, folder / "m.onnx")
 
 
+def zero_input_dim(folder: Path) -> Path:
+    m = small_model()
+    m.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 0
+    return save(m, folder / "m.onnx")
+
+
+def undefined_data_type(folder: Path) -> Path:
+    m = small_model()
+    m.graph.initializer[0].data_type = 40
+    return save(m, folder / "m.onnx")
+
+
 def no_input_dims(folder: Path) -> Path:
     m = small_model()
     m.graph.input[0].type.tensor_type.shape.ClearField("dim")
@@ -109,6 +121,11 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
         "{path}: input 'input' has an unknown dim at axis 2 (neither a size nor a name)",
     ),
     "negative input dim": (negative_input_dim, "{path}: input 'input' has a negative dim (-4) at axis 3"),
+    "zero input dim": (zero_input_dim, "{path}: input 'input' has a zero dim at axis 2: it holds no values"),
+    "undefined data type": (
+        undefined_data_type,
+        "{path}: tensor 'conv_w_1' has data type 40, which ONNX does not define",
+    ),
     "no input dims": (
         no_input_dims,
         "onnxruntime cannot load the model: Load model from {path} failed:Node (Conv_4) Op (Conv) "

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from corpus import leftovers, save, save_external, small_model, snapshot
+from json_contract import parse
 
 from onnx_fc2conv import verify
 
@@ -94,6 +95,18 @@ def test_signal_during_save_writes_nothing(
     assert proc.stdout == ""
     assert list(out.iterdir()) == []
     assert snapshot(src) == before
+
+
+def test_signal_with_json(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    src, out = folders
+    model = save(small_model(), src / "m.onnx")
+    args = ["convert", "--json", "--no-verify", str(model), str(out / "c.onnx")]
+    proc = _run_and_signal(tmp_path, args, "save", signal.SIGTERM)
+    assert proc.returncode == 143
+    doc = parse(proc.stdout)
+    assert doc["status"] == "interrupted" and doc["exit_code"] == 143 and doc["error_type"] == "Interrupted"
+    assert doc["error"] == "interrupted (SIGTERM); nothing written"
+    assert list(out.iterdir()) == []
 
 
 def test_signal_keeps_the_previous_output(folders: tuple[Path, Path], tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ class BackboneContext:
     spatial: int
     probe: Callable[[gs.Tensor], tuple | None]
     fed: Callable[[int], bool]  # by node id: depends on an image input (a run-time weight does not)
+    grows: bool = True  # the model as it is runs at a size one larger than exported
 
 
 def resolves(dims: list[int], in_shape: tuple | None, allowzero: bool = False) -> bool:
