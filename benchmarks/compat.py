@@ -1,4 +1,4 @@
-"""Compatibility sweep: public architectures, every exporter they have, converted and checked
+r"""Compatibility sweep: public architectures, every exporter they have, converted and checked
 independently against the framework itself. Run by hand (not in CI), from the repository root with
 the tool installed in the running interpreter's environment:
 
@@ -6,9 +6,15 @@ the tool installed in the running interpreter's environment:
     python benchmarks/compat.py --stage convert      # re-convert and re-check the cached exports
     python benchmarks/compat.py --family timm --only dla34 --doc ''   # one case, no doc
 
-Each family exports in its framework's own virtual environment (`--venvs`, default /work/venvs:
-torch/ for torchvision and timm, tf/ for keras.applications via tf2onnx, paddle/ for paddle.vision
-via paddle2onnx); a family whose environment or packages are missing is skipped and the doc says so.
+Each family exports in its framework's own virtual environment under `--venvs` (default /work/venvs);
+a family whose environment or packages are missing is skipped and the doc says so. They were made with
+
+    python3.11 -m venv torch && torch/bin/pip install torch==2.14.1 torchvision==0.29.1 \
+        onnxscript timm onnx onnxruntime
+    python3.11 -m venv tf && tf/bin/pip install tensorflow-cpu==2.15.1 tf2onnx==1.16.1 \
+        "numpy<2" onnx==1.16.2 "protobuf<5"
+    python3.11 -m venv paddle && paddle/bin/pip install paddlepaddle==3.3.1 paddle2onnx==2.1.0 onnx onnxruntime
+
 Models get seeded random weights (nothing downloaded) with randomized BatchNorm statistics. Every
 export, conversion (`onnx-fc2conv convert --json`) and check runs in a subprocess with a timeout.
 The exports and the framework's reference outputs are cached under `--cache` (outside the repository).
@@ -47,7 +53,7 @@ FAMILY_IMPORTS = {
 class Case:
     arch: Arch
     exporter: str
-    result: str = ""  # converted | refused | failed | export failed
+    result: str = ""  # converted | refused | failed | export failed | skipped
     detail: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
 
