@@ -15,9 +15,9 @@ from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
 from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
-from .graph import Edit, ancestors, import_graph, opset_version, shape, write_back
+from .graph import Edit, import_graph, opset_version, shape, value_info_dims, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
-from .layout import InputLayout, trace_layout
+from .layout import image_layouts
 from .options import options_problem
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
@@ -30,7 +30,7 @@ from .shapes import (
     relax_inputs,
     restore_output_ranks,
 )
-from .sizes import ValidSizes, valid_sizes
+from .sizes import ValidSizes, claimed_sizes, sizes_to_verify
 from .sizes import record as record_claims
 from .verify import Tolerance, VerificationReport, VerifyOptions
 from .verify import verify as _verify_models
@@ -193,39 +193,15 @@ def verify_conversion(
     log.info("verifying with onnxruntime")
     verify_options = options.verify_options
     if result.valid_sizes is not None:
-        verify_options = replace(verify_options, sizes=_checked_sizes(options.sizes, result.valid_sizes))
+        verify_options = replace(verify_options, sizes=sizes_to_verify(options.sizes, result.valid_sizes))
     report = _verify_models(original, result.model, result.heads, verify_options)
     cannot_run = "the original model cannot run: "
     broken = next((c.note for c in report.failures if c.note.startswith(cannot_run)), None)
     if broken is not None:  # the original's own failure is the input's problem, not the conversion's
         raise ModelRunError(f"onnxruntime cannot run the original model: {broken.removeprefix(cannot_run)}")
     if not report.passed:
-        raise VerificationError(_failure_line(report), report)
+        raise VerificationError(report.failure_line(), report)
     return report
-
-
-def _checked_sizes(sizes: tuple[tuple[int, ...], ...] | None, valid: ValidSizes) -> tuple[tuple[int, ...], ...]:
-    """The sizes to verify at: the user's, each one the model accepts (UsageError otherwise), or two
-    larger valid ones."""
-    if sizes is None:
-        return valid.larger()
-    for size in sizes:
-        text = "x".join(map(str, size))
-        if len(size) != len(valid.minimum):
-            raise UsageError(f"--size {text} has {len(size)} dims; the input has {len(valid.minimum)} spatial dims")
-        if not valid.accepts(size):
-            raise UsageError(f"--size {text} is not a size this model runs at; valid sizes: {valid.describe()}")
-    return sizes
-
-
-def _failure_line(report: VerificationReport) -> str:
-    if not report.comparisons:
-        return "verification compared nothing"
-    if report.checker != "passed":
-        return f"the converted model fails the ONNX checker: {report.checker.removeprefix('failed: ')}"
-    worst = report.failures[0]
-    detail = worst.note or f"max abs error {worst.max_abs:.3g}, {worst.ratio:.3g}x the allowed {worst.allowed:.3g}"
-    return f"verification FAILED: output '{worst.output}' ({worst.check}, input {list(worst.input_shape)}): {detail}"
 
 
 def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:
@@ -249,7 +225,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     original_nodes = {id(n) for n in graph.nodes}
     rewrites = [HeadRewrite(head, tuple(rewrite_head(edit, head))) for head in search.heads]
     graph.cleanup(remove_unused_graph_inputs=False)
-    layouts = _input_layouts(graph, search.heads)  # after the rewrite: a head's Conv gives meaning too
+    layouts = image_layouts(graph, search.heads)  # after the rewrite: a head's Conv gives meaning too
     batch = plan_batch(graph, layouts)
     for fix in batch.fixes:
         fix.apply(edit)
@@ -278,47 +254,12 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     for head in search.heads:
         log.info("head %s: %s -> Conv", head.name, head.description)
     geometry = output_geometry(model)
-    valid = _valid_sizes(model, layouts, relaxed, geometry)
+    valid = claimed_sizes(model, layouts, relaxed, geometry)
     record_claims(model, valid, next((g for g in geometry.values() if isinstance(g, Geometry)), None))
     fixes = plan.fixes + batch.fixes
     return ConversionResult(
         model, rewrites, relaxed, fixes, notices, removed_nodes=removed, geometry=geometry, valid_sizes=valid
     )
-
-
-def _valid_sizes(
-    model: onnx.ModelProto, layouts: dict[str, InputLayout], relaxed: list[RelaxedInput], geometry: dict
-) -> ValidSizes | None:
-    """Valid sizes of the first image input whose exported spatial size is known."""
-    for r in relaxed:
-        layout = layouts.get(r.name)
-        exported = tuple(r.old_shape[a] for a in layout.spatial) if layout else ()
-        if layout and all(isinstance(d, int) for d in exported):
-            stride = next((g.stride for g in geometry.values() if isinstance(g, Geometry)), None)
-            return valid_sizes(model, layout, exported, stride)  # type: ignore[arg-type]
-    return None
-
-
-def _input_layouts(graph: gs.Graph, heads: list[Head]) -> dict[str, InputLayout]:
-    """The layout of every image input the heads' maps depend on (every image input when there
-    is no head); an image input whose axes cannot be traced is refused by name."""
-    needed = [h.flatten.feature for h in heads if not h.reads_input]
-    if heads:
-        feeding = {id(t) for t in needed} | {id(t) for n in ancestors(needed) for t in n.inputs}
-        candidates = [t for t in graph.inputs if id(t) in feeding]
-    else:
-        candidates = list(graph.inputs)
-    layouts = {}
-    for tensor in candidates:
-        if len(shape(tensor) or ()) < 3:
-            continue
-        layout = trace_layout(tensor)
-        if layout is None:
-            raise NotConvertibleError(
-                f"input '{tensor.name}': its batch and spatial axes cannot be traced to a Conv or pool"
-            )
-        layouts[tensor.name] = layout
-    return layouts
 
 
 def _set_mode(model: onnx.ModelProto, options: ConvertOptions) -> None:
@@ -340,13 +281,29 @@ def model_mode(model: onnx.ModelProto) -> str:
 def verify(original: ModelSource, converted: ModelSource, options: ConvertOptions | None = None) -> VerificationReport:
     """Check a converted model against its original; the heads are found again in the original."""
     options = options or ConvertOptions()
-    orig = _load(original, copy=isinstance(original, onnx.ModelProto))  # ours: analysing may rename nodes
+    orig = _load(original, copy=isinstance(original, onnx.ModelProto))  # ours: analysis re-infers its shapes
     conv = _load(converted, copy=False)
+    _require_a_conversion_of(orig, conv)
     dense = options.dense or model_mode(conv) == "dense"
     _, search = _analyse(orig, ConvertOptions(dense=dense))
     if search.skipped:
         raise NotConvertibleError(search.skipped[0].reason, [s.reason for s in search.skipped])
     return _verify_models(orig, conv, search.heads, options.verify_options)
+
+
+def _require_a_conversion_of(original: onnx.ModelProto, converted: onnx.ModelProto) -> None:
+    """`converted` has the original's inputs (names and ranks) and at least one of them became symbolic."""
+    inits = {t.name for g in (original.graph, converted.graph) for t in g.initializer}
+    ours = {vi.name: value_info_dims(vi) or () for vi in original.graph.input if vi.name not in inits}
+    theirs = {vi.name: value_info_dims(vi) or () for vi in converted.graph.input if vi.name not in inits}
+    if set(ours) != set(theirs) or any(len(ours[n]) > len(theirs[n]) for n in ours):
+        first, second = ("; ".join(f"'{n}' {list(d)}" for n, d in x.items()) for x in (ours, theirs))
+        raise UsageError(
+            f"the models' inputs differ ({first} and {second}): the second is not a conversion of the first"
+        )
+    if all(ours[n] == theirs[n] for n in ours):
+        shapes = "; ".join(f"'{n}' {list(d)}" for n, d in theirs.items())
+        raise UsageError(f"the second model has the original's fixed input shape ({shapes}): convert it first")
 
 
 def convert_file(

@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 import onnx
 import onnx_graphsurgeon as gs
 
-from .graph import ancestors, node_id, set_value_info_dims, shape, value_info_dims
+from .graph import ancestors, node_id, shape, value_info_dims
 from .heads import Head, Skipped
 from .layout import trace_layout
 from .rules import BACKBONE_RULES
 from .rules.backbone_base import BackboneContext, BackboneFix
 from .rules.base import Refusal
-from .shapes import skeleton
+from .shapes import skeleton_at
 from .sizes import runs_at
 
 __all__ = ["BackboneFix", "BackbonePlan", "plan_backbone"]
@@ -104,18 +104,12 @@ _PROBE_GROWTH = 64  # keeps every size modulo strides up to 64, so multi-branch 
 
 def _probe_shapes(model: onnx.ModelProto, graph: gs.Graph) -> dict[str, tuple]:
     """Every inferable shape with each traced image input grown by 64 on its spatial axes."""
-    skel = skeleton(model)
-    layouts = {t.name: trace_layout(t) for t in graph.inputs}
-    for vi in skel.graph.input:
-        layout, dims = layouts.get(vi.name), list(value_info_dims(vi) or ())
-        if layout is None or not all(isinstance(dims[a], int) for a in layout.spatial):
-            continue
-        for a in layout.spatial:
-            dims[a] += _PROBE_GROWTH
-        set_value_info_dims(vi, dims)
-    skel.graph.ClearField("value_info")
-    for out in skel.graph.output:
-        out.type.tensor_type.ClearField("shape")
+    grown = {}
+    for tensor in graph.inputs:
+        layout, dims = trace_layout(tensor), list(shape(tensor) or ())
+        if layout is not None and all(isinstance(dims[a], int) for a in layout.spatial):
+            grown[tensor.name] = [d + _PROBE_GROWTH if a in layout.spatial else d for a, d in enumerate(dims)]
+    skel = skeleton_at(model, grown)
     try:
         inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
     except Exception:  # onnx reports malformed graphs in its own types: then nothing is known

@@ -264,7 +264,7 @@ def verify(
         result = api.verify(original, converted, options)
         done = Done({"verification": report.verification_dict(result)}, "\n".join(report.verification_lines(result)))
         if not result.passed:
-            done.failure = VerificationError(report.verification_failure_line(result), result)
+            done.failure = VerificationError(result.failure_line(), result)
         return done
 
     execute(run, action)

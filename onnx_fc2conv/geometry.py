@@ -126,6 +126,8 @@ def _window(node: gs.Node, axes: list[Axis | None]) -> list[Axis | None]:
     dil = list(attr(node, "dilations", [1] * n))
     if not len(kernel) == len(strides) == len(dil) == n:
         raise GeometryError(f"{node_label(node)} has a window of {len(kernel)} dims on a map of {n} spatial axes")
+    if not all(isinstance(v, int) for v in (*kernel, *strides, *dil)):  # a kernel read from a symbolic shape
+        raise GeometryError(f"{node_label(node)} has a window of unknown size")
     pads = _pads(node, n, list(kernel), strides, dil)
     out: list[Axis | None] = list(axes[:2])
     for a, k, s, p, d in zip(spatial, kernel, strides, pads, dil, strict=True):

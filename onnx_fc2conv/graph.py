@@ -282,7 +282,11 @@ def write_back(graph: gs.Graph, model: onnx.ModelProto) -> None:
             del g.initializer[i]
     for name, const in live.items():
         if name not in held:
-            g.initializer.append(_tensor_proto(const))
+            tensor = _tensor_proto(const)
+            g.initializer.append(tensor)
+            if model.ir_version < 4:  # before IR 4 every initializer is also a graph input
+                g.input.append(helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
+                held.add(name)
     kept_inputs = {t.name for t in graph.inputs} | held
     for i in range(len(g.input) - 1, -1, -1):
         vi = g.input[i]

@@ -8,13 +8,26 @@ Nothing here mutates the graph: rewrite.py applies the records.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import onnx_graphsurgeon as gs
 
 from .fc import FcLayer, data_operand, is_candidate, match_fc
-from .graph import is_graph_input, is_output, node_id, node_label, producer, shape, static_tail, users
+from .graph import (
+    constant_shape,
+    is_graph_input,
+    is_output,
+    node_id,
+    node_label,
+    producer,
+    shape,
+    sole_user,
+    static_tail,
+    users,
+)
 from .rules import FLATTEN_RULES, tail_rules_for
 from .rules.base import Code, Refusal, TailOp, TailWalk, axes_of
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
@@ -22,13 +35,14 @@ from .rules.flatten_mlp import match_input
 from .rules.flatten_nhwc import absorb
 from .rules.flatten_pool import GLOBAL_POOLS, LINEAR_POOLS, match_pool
 from .rules.flatten_reduce import SPATIAL_REDUCES, channel_last_source
-from .rules.tail_elementwise import Elementwise
+from .rules.tail_elementwise import LINEAR, Elementwise
 from .rules.tail_per_feature import PerFeature
 
 __all__ = ["FcLayer", "FlattenKind", "Head", "HeadSearch", "Pool", "Skipped", "find_heads"]
 
 _FLATTEN_OPS = frozenset(op for rule in FLATTEN_RULES for op in rule.ops)
 _NOOP_FLATTENS = frozenset({"Flatten", "Reshape", "Squeeze"})
+_SCALAR_BINARY = frozenset({"Add", "Sub", "Mul", "Div"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,16 +141,23 @@ def _read_only_by_fc_layers(graph: gs.Graph, data: gs.Tensor) -> bool:
 def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int) -> FlattenMatch:
     label = node_label(fc)
     skipped_ops: list[str] = []
+    between: list[gs.Node] = []  # elementwise ops between the flatten and the FC, map side first
     while True:
-        if is_graph_input(graph, data):
+        if is_graph_input(graph, data) and not between:
             return match_input(data, skipped_ops, mlp_rank, label)
         node = producer(data)
         if node is None:
             raise Refusal(Code.NO_PRODUCER, f"{label} reads '{data.name}', which no node produces")
-        if not _read_only_by_fc_layers(graph, data):
+        reader_ok = sole_user(graph, data) is between[0] if between else _read_only_by_fc_layers(graph, data)
+        if not reader_ok:
             raise Refusal(
                 Code.SHARED_FLATTEN, f"the flattened tensor '{data.name}' before {label} is also used elsewhere"
             )
+        source = _elementwise_source(node)
+        if source is not None and not skipped_ops:
+            between.insert(0, node)  # commutes with the flatten: it moves onto the map
+            data = source
+            continue
         if node.op not in _FLATTEN_OPS:
             raise Refusal(
                 Code.NOT_FLATTENED,
@@ -162,7 +183,34 @@ def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int)
         )
     rule = next(r for r in FLATTEN_RULES if node.op in r.ops)
     rule.check(node, src_shape, label)
-    ops = (node.op, *skipped_ops)
+    ops = (node.op, *skipped_ops, *(n.op for n in between))
+    return replace(_flatten_match(graph, node, rule, data, src, src_shape, ops, label), between=tuple(between))
+
+
+def _elementwise_source(node: gs.Node) -> gs.Tensor | None:
+    """The data input of an elementwise op whose other operands are scalar constants (it gives the
+    same values on the flattened vector and on the map)."""
+    if node.op in Elementwise.ops and node.inputs:
+        others = node.inputs[1:]
+        data = node.inputs[0]
+    elif node.op in _SCALAR_BINARY and len(node.inputs) == 2:
+        consts = [t for t in node.inputs if constant_shape(t) is not None]
+        if len(consts) != 1:
+            return None
+        data = next(t for t in node.inputs if t is not consts[0])
+        others = consts
+    else:
+        return None
+    for t in others:
+        dims = constant_shape(t) if t.name else ()
+        if dims is None or math.prod(dims) != 1:
+            return None
+    return data
+
+
+def _flatten_match(
+    graph: gs.Graph, node: gs.Node, rule: Any, data: gs.Tensor, src: gs.Tensor, src_shape: tuple, ops: tuple, label: str
+) -> FlattenMatch:
     rank = len(src_shape)
     if node.op in SPATIAL_REDUCES:  # the pool is the flatten
         source = channel_last_source(node, rank)
@@ -285,6 +333,7 @@ def find_heads(graph: gs.Graph, opset: int, *, dense: bool = False, mlp_rank: in
             search.skipped.append(Skipped(node_id(node), reason, Code.NO_OUTPUT))
             continue
         unique = tuple({id(t): t for t in outputs}.values())
+        linear &= all(n.op in _SCALAR_BINARY or n.op in LINEAR for n in flat.between)
         head = Head(flat, tuple(layers), tuple(tail), unique, flat.feature, linear)
         search.heads.append(densify(head) if dense else head)
     return search

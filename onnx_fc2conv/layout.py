@@ -10,10 +10,15 @@ there must agree; an input no path traces is refused by name. Axes are never cho
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import onnx_graphsurgeon as gs
 
-from .graph import constant, shape, users
+if TYPE_CHECKING:
+    from .heads import Head
+
+from .errors import NotConvertibleError
+from .graph import ancestors, constant, shape, users
 from .rules.backbone_unit_reshape import unit_dim_permutation
 from .rules.tail_elementwise import Elementwise
 from .rules.tail_per_feature import PerFeature
@@ -86,3 +91,25 @@ def _unit_dims_moved(node: gs.Node) -> list[int] | None:
     if list(in_shape) == dims:
         return list(range(len(dims)))
     return unit_dim_permutation(list(in_shape), dims)
+
+
+def image_layouts(graph: gs.Graph, heads: list[Head]) -> dict[str, InputLayout]:
+    """The layout of every image input the heads' maps depend on (every image input when there
+    is no head); an image input whose axes cannot be traced is refused by name."""
+    needed = [h.flatten.feature for h in heads if not h.reads_input]
+    if heads:
+        feeding = {id(t) for t in needed} | {id(t) for n in ancestors(needed) for t in n.inputs}
+        candidates = [t for t in graph.inputs if id(t) in feeding]
+    else:
+        candidates = list(graph.inputs)
+    layouts = {}
+    for tensor in candidates:
+        if len(shape(tensor) or ()) < 3:
+            continue
+        layout = trace_layout(tensor)
+        if layout is None:
+            raise NotConvertibleError(
+                f"input '{tensor.name}': its batch and spatial axes cannot be traced to a Conv or pool"
+            )
+        layouts[tensor.name] = layout
+    return layouts

@@ -13,6 +13,7 @@ from .graph import node_id
 from .heads import Head, Skipped
 from .rewrite import LayerRewrite
 from .shapes import RelaxedInput
+from .sizes import ValidSizes
 from .verify import Comparison, VerificationReport
 
 if TYPE_CHECKING:
@@ -113,7 +114,20 @@ def conversion_payload(result: ConversionResult) -> dict[str, Any]:
         "removed_nodes": result.removed_nodes,
         "notices": list(result.notices),
         "geometry": geometry_dict(result.geometry),
+        "valid_sizes": sizes_dict(result.valid_sizes),
         "verification": None if result.verification is None else verification_dict(result.verification),
+    }
+
+
+def sizes_dict(sizes: ValidSizes | None) -> dict[str, Any] | None:
+    """The sizes the written model runs at: `minimum + k * step` per spatial axis (step 1: any)."""
+    if sizes is None:
+        return None
+    return {
+        "describe": sizes.describe(),
+        "minimum": list(sizes.minimum),
+        "step": list(sizes.step),
+        "exported": list(sizes.exported),
     }
 
 
@@ -259,6 +273,8 @@ def conversion_text(result: ConversionResult, output: str | None = None) -> str:
     for o in result.model.graph.output:
         lines.append(f"output {quoted(o.name)}: {_dims(_output_dims(o))}")
     lines += geometry_lines({k: g for k, g in result.geometry.items() if isinstance(g, Geometry)})
+    if result.valid_sizes is not None:
+        lines.append(f"valid sizes: {result.valid_sizes.describe()} (recorded in the model's metadata_props)")
     if result.verification is not None:
         lines += verification_lines(result.verification)
     else:
@@ -362,15 +378,3 @@ def failure_payload(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, VerificationError) and isinstance(exc.report, VerificationReport):
         out["verification"] = verification_dict(exc.report)
     return out
-
-
-def verification_failure_line(v: VerificationReport) -> str:
-    """The error line of a verification that did not pass."""
-    if not v.comparisons:
-        return "verification compared nothing"
-    if v.checker != "passed":
-        return f"the converted model fails the ONNX checker: {v.checker.removeprefix('failed: ')}"
-    worst = v.failures[0]
-    detail = worst.note or f"max abs error {worst.max_abs:.3g}, {worst.ratio:.3g}x the allowed {worst.allowed:.3g}"
-    where = f"({worst.check}, input {list(worst.input_shape)})"
-    return printable(f"verification FAILED: output {quoted(worst.output)} {where}: {detail}")

@@ -66,8 +66,12 @@ def rewrite_head(edit: Edit, head: Head) -> list[LayerRewrite]:
         if head.flatten.reduce_source is not None:  # reduce the channel-first map, not its Transpose
             _reduce_spatial_axes(edit, reduce, head.flatten.reduce_source)
     done = []
+    first_input = head.flatten.feature
+    for node in head.flatten.between:  # elementwise ops between flatten and FC now work on the map
+        node.inputs[next(i for i, t in enumerate(node.inputs) if constant_shape(t) is None)] = first_input
+        first_input = node.outputs[0]
     for i, layer in enumerate(head.layers):
-        source = head.flatten.feature if i == 0 else None
+        source = first_input if i == 0 else None
         done.append(_layer_to_conv(edit, layer, source, head.perm if i == 0 else None))
     for op in head.tail:
         op.rule.rewrite(op, edit, head.spatial_rank)

@@ -107,6 +107,18 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def skeleton_at(model: onnx.ModelProto, dims: dict[str, list]) -> onnx.ModelProto:
+    """The skeleton with the given inputs' dims replaced and every other shape forgotten."""
+    skel = skeleton(model)
+    for vi in skel.graph.input:
+        if vi.name in dims:
+            set_value_info_dims(vi, dims[vi.name])
+    skel.graph.ClearField("value_info")
+    for out in skel.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    return skel
+
+
 def check_graph(model: onnx.ModelProto) -> None:
     """`onnx.checker.check_model(full_check=True)` on the skeleton: every node, schema and inferred
     shape, without serializing the weights (whose sizes files.load_model checked). Raises on failure."""

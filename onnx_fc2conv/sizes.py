@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import onnx
 
+from .errors import UsageError
 from .geometry import Geometry
-from .graph import set_value_info_dims, value_info_dims
+from .graph import value_info_dims
 from .layout import InputLayout
-from .shapes import skeleton
+from .shapes import RelaxedInput, skeleton_at
 
 PREFIX = "onnx_fc2conv."
 
@@ -59,18 +60,13 @@ class ValidSizes:
 
 
 def runs_at(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...]) -> bool:
-    skel = skeleton(model)
-    for vi in skel.graph.input:
-        if vi.name == layout.name:
-            dims = list(value_info_dims(vi) or ())
-            if layout.batch is not None:
-                dims[layout.batch] = 1
-            for axis, s in zip(layout.spatial, size, strict=True):
-                dims[axis] = s
-            set_value_info_dims(vi, dims)
-    skel.graph.ClearField("value_info")
-    for out in skel.graph.output:
-        out.type.tensor_type.ClearField("shape")
+    declared = next(value_info_dims(vi) for vi in model.graph.input if vi.name == layout.name)
+    dims = list(declared or ())
+    if layout.batch is not None:
+        dims[layout.batch] = 1
+    for axis, s in zip(layout.spatial, size, strict=True):
+        dims[axis] = s
+    skel = skeleton_at(model, {layout.name: dims})
     try:
         inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=True, data_prop=True)
     except Exception:  # onnx reports a shape conflict in its own exception types
@@ -133,3 +129,30 @@ def record(model: onnx.ModelProto, sizes: ValidSizes | None, geometry: Geometry 
         entry = model.metadata_props.add()
         entry.key, entry.value = PREFIX + key, value
     return entries
+
+
+def claimed_sizes(
+    model: onnx.ModelProto, layouts: dict[str, InputLayout], relaxed: list[RelaxedInput], geometry: dict
+) -> ValidSizes | None:
+    """Valid sizes of the first image input whose exported spatial size is known."""
+    for r in relaxed:
+        layout = layouts.get(r.name)
+        exported = tuple(r.old_shape[a] for a in layout.spatial) if layout else ()
+        if layout and all(isinstance(d, int) for d in exported):
+            stride = next((g.stride for g in geometry.values() if isinstance(g, Geometry)), None)
+            return valid_sizes(model, layout, exported, stride)  # type: ignore[arg-type]
+    return None
+
+
+def sizes_to_verify(sizes: tuple[tuple[int, ...], ...] | None, valid: ValidSizes) -> tuple[tuple[int, ...], ...]:
+    """The sizes to verify at: the user's, each one the model accepts (UsageError otherwise), or two
+    larger valid ones."""
+    if sizes is None:
+        return valid.larger()
+    for size in sizes:
+        text = "x".join(map(str, size))
+        if len(size) != len(valid.minimum):
+            raise UsageError(f"--size {text} has {len(size)} dims; the input has {len(valid.minimum)} spatial dims")
+        if not valid.accepts(size):
+            raise UsageError(f"--size {text} is not a size this model runs at; valid sizes: {valid.describe()}")
+    return sizes

@@ -94,3 +94,22 @@ def test_a_size_the_model_does_not_run_at_is_a_usage_error(size: tuple[int, ...]
     with pytest.raises(UsageError) as err:
         onnx_fc2conv.convert(_two_branch(), ConvertOptions(sizes=(size,)))
     assert str(err.value) == message
+
+
+def test_the_json_report_gives_the_valid_sizes(tmp_path) -> None:
+    from click.testing import CliRunner
+    from json_contract import parse
+
+    from onnx_fc2conv.cli import main
+
+    src = tmp_path / "m.onnx"
+    onnx.save(_two_branch(), str(src))
+    result = CliRunner().invoke(main, ["convert", "--json", str(src), str(tmp_path / "c.onnx")])
+    assert result.exit_code == 0
+    doc = parse(result.stdout)  # validated against the committed schema
+    assert doc["valid_sizes"] == {
+        "describe": "16+8k x 16+8k",
+        "minimum": [16, 16],
+        "step": [8, 8],
+        "exported": [16, 16],
+    }

@@ -194,3 +194,18 @@ def test_external_data_path(tmp_path) -> None:
     onnx.checker.check_model(written, full_check=True)
     assert ops(written) == ["Conv", "Relu", "Conv", "Relu"]
     assert (tmp_path / "ext.onnx.data").read_bytes() == data
+
+
+def test_ir3_new_kernels_are_declared_as_inputs_too() -> None:
+    """transB=0 weights are copied into new kernels; before IR 4 each initializer is a graph input."""
+    g = GraphBuilder(opset=9)
+    feat = backbone(g, g.input("input", [1, 3, 5, 4]), 3, C)
+    y = g.op("Relu", [gemm(g, g.op("Flatten", [feat], axis=1), K, 6, trans_b=0)])
+    g.output(gemm(g, y, 6, M, trans_b=0), shape=[1, M])
+    model = g.build(ir_version=3, check=False)
+    for t in model.graph.initializer:
+        model.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    out = convert(model).model
+    inits = {t.name: list(t.dims) for t in out.graph.initializer}
+    assert {i.name: dims(i) for i in out.graph.input if i.name in inits} == inits
+    onnx.checker.check_model(out, full_check=True)

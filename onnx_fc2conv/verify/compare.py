@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import printable, quoted
+
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -144,3 +146,14 @@ class VerificationReport:
     @property
     def failures(self) -> list[Comparison]:
         return [c for c in self.comparisons if not c.passed]
+
+    def failure_line(self) -> str:
+        """The error line of a verification that did not pass."""
+        if not self.comparisons:
+            return "verification compared nothing"
+        if self.checker != "passed":
+            return f"the converted model fails the ONNX checker: {self.checker.removeprefix('failed: ')}"
+        worst = self.failures[0]
+        detail = worst.note or f"max abs error {worst.max_abs:.3g}, {worst.ratio:.3g}x the allowed {worst.allowed:.3g}"
+        where = f"({worst.check}, input {list(worst.input_shape)})"
+        return printable(f"verification FAILED: output {quoted(worst.output)} {where}: {detail}")
