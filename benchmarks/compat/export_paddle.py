@@ -57,9 +57,9 @@ def split(arch: Arch, model: paddle.nn.Layer):
             x = F.relu(model._conv4(F.relu(model._conv3(x))))
             return model._conv5(x)
 
-        def head(f):
-            x = F.relu(model._fc6(paddle.flatten(f, 1)))
-            return model._fc8(F.relu(model._fc7(x)))
+        def head(f):  # inference Dropout ("downscale_in_infer") scales by 1 - p: part of the head
+            x = F.relu(model._fc6(model._drop1(paddle.flatten(f, 1))))
+            return model._fc8(F.relu(model._fc7(model._drop2(x))))
 
         return backbone, head
     return model.features, lambda f: model.classifier(paddle.flatten(f, 1))
