@@ -247,7 +247,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
         out: (options.mlp_spatial_rank if h.reads_input else h.spatial_rank) for h in search.heads for out in h.outputs
     }
     ranks = clear_output_shapes(model, set(output_names))  # every output may depend on the new dims
-    infer_shapes(model)
+    infer_shapes(model, for_analysis=False)
     restore_output_ranks(model, ranks)
     name_output_dims(model, head_outputs, options.dim_names)
     _set_mode(model, options)

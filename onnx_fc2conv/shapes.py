@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import onnx
 import onnx_graphsurgeon as gs
+import onnxruntime as ort
 from onnx import helper
 
 from .graph import opset_version, set_value_info_dims, shape, value_info_dims
@@ -158,6 +159,7 @@ def _folded(skel: onnx.ModelProto) -> onnx.ModelProto | None:
     static: the size arithmetic is folded into constants, a round per stage, on the weight-free
     copy only (the written model keeps computing them at run time)."""
     current = skel
+    ort.set_default_logger_severity(4)  # folding runs onnxruntime; its warnings must not reach stderr
     try:
         for _ in range(_FOLD_ROUNDS):
             inferred = onnx.shape_inference.infer_shapes(current, strict_mode=False, data_prop=True)
@@ -184,6 +186,8 @@ def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
 
         if opset_version(skel) < 7:
             return None
+        # its doubts are logged as warnings; with no handler set, Python would print them to stderr
+        logging.getLogger("onnxruntime.tools.symbolic_shape_infer").setLevel(logging.ERROR)
         inference = SymbolicShapeInference(2**31 - 1, True, False, 0)
         inference._preprocess(skel)
         complete = False
@@ -195,9 +199,19 @@ def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
     return inference.out_mp_ if complete else None
 
 
-def infer_shapes(model: onnx.ModelProto) -> None:
-    """Replace value_info and output types with freshly inferred ones (weights never serialized)."""
-    inferred = inferred_skeleton(model)
+def infer_shapes(model: onnx.ModelProto, *, for_analysis: bool = True) -> None:
+    """Replace value_info and output types with freshly inferred ones (weights never serialized).
+
+    For analysis the symbolic inference (and folding) gives the most; the value_info written into
+    a converted model comes from onnx's own inference, which leaves a dim unknown rather than
+    guess it (onnxruntime plans its buffers with these dims).
+    """
+    if for_analysis:
+        inferred = inferred_skeleton(model)
+    else:
+        skel = skeleton(model)
+        skel.graph.ClearField("value_info")
+        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
     model.graph.ClearField("value_info")
     model.graph.value_info.extend(inferred.graph.value_info)
     by_name = {o.name: o for o in inferred.graph.output}
