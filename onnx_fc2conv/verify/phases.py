@@ -32,6 +32,7 @@ from ..heads import Head
 from ..shapes import check_graph
 from .compare import PhaseResult, Tolerance, VerificationReport, compare, failed
 from .inputs import Inputs, ModelInput, default_sizes, model_inputs, random_value
+from .quantized_units import output_units, unit_notes
 from .reference import HeadsReference, WholeModelReference, run_original
 from .sessions import RunError, mapped, run, session
 
@@ -62,6 +63,11 @@ class Setup:
     ) -> Setup:
         plan = model_inputs(original, converted, {h.feature for h in heads if h.reads_input})
         return cls(original, converted, heads, options, plan, np.random.default_rng(options.seed))
+
+    @property
+    def units(self) -> dict[str, float]:
+        """One unit of each quantized output (quantized_units.py)."""
+        return output_units(self.original)
 
     @property
     def outputs(self) -> list[str]:
@@ -147,6 +153,7 @@ def same_size(setup: Setup, batch_run: BatchRun) -> PhaseResult:
                 check="same size",
                 output=name,
                 input_shape=batch_run.input_shape,
+                unit=setup.units.get(name, 0.0),
             )
         )
     return result
@@ -250,7 +257,7 @@ def larger_sizes(setup: Setup, conv_sess: ort.InferenceSession, larger: LargerSi
     reference = larger.reference
     if reference is None:
         return result
-    tol = setup.options.tolerance
+    tol, units = setup.options.tolerance, setup.units
     for shape, x, expected in zip(larger.shapes, larger.images, larger.expected, strict=True):
         log.info("verify: larger size %s", list(shape))
         try:
@@ -263,7 +270,15 @@ def larger_sizes(setup: Setup, conv_sess: ort.InferenceSession, larger: LargerSi
                 result.comparisons.append(failed("larger size", name, shape, exp))
             elif reference.keep(name, exp, actual[name]):
                 result.comparisons.append(
-                    compare(actual[name], exp, tol, check="larger size", output=name, input_shape=shape)
+                    compare(
+                        actual[name],
+                        exp,
+                        tol,
+                        check="larger size",
+                        output=name,
+                        input_shape=shape,
+                        unit=units.get(name, 0.0),
+                    )
                 )
     result.notes += reference.notes
     return result
@@ -326,7 +341,10 @@ def verify(
         runs = original_runs(setup, orig_model)
         exported = {name: tuple(v.shape[1:]) for name, v in runs[0].expected.items()}
         larger = larger_references(setup, exported)
-        phases = [PhaseResult(notes=list(setup.plan.notes)), *converted_phases(setup, conv_model, runs, larger)]
+        phases = [
+            PhaseResult(notes=[*setup.plan.notes, *unit_notes(setup.units)]),
+            *converted_phases(setup, conv_model, runs, larger),
+        ]
         del larger
     verdict, checked = checker(original, converted)
     return VerificationReport.of([*phases, checked], verdict)
