@@ -91,13 +91,20 @@ def size_error(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...
     return None
 
 
-def _step(model: onnx.ModelProto, layout: InputLayout, exported: tuple[int, ...], axis: int, stride: int | None) -> int:
+def _step(
+    model: onnx.ModelProto,
+    layout: InputLayout,
+    exported: tuple[int, ...],
+    axis: int,
+    stride: int | None,
+    any_size: bool,
+) -> int:
     """1: any size; S: the exported size plus multiples of S (the output stride, or the smallest
     power of two that fits where a resize hides the stride); 0: the exported size only.
 
     Any size is claimed only where sizes one stride apart run too: below the stride the maps
     often keep their size, so one or two pixels more prove nothing."""
-    candidates = [1, *([stride] if stride else []), 2, 4, 8, 16, 32, 64]
+    candidates = [*([1] if any_size else []), *([stride] if stride else []), 2, 4, 8, 16, 32, 64]
     for step in dict.fromkeys(candidates):
         grows = [step, 2 * step] + ([stride, stride + 1] if step == 1 and stride and stride > 2 else [])
         sizes = [tuple(e + g if a == axis else e for a, e in enumerate(exported)) for g in grows]
@@ -116,7 +123,14 @@ def valid_sizes(
     """The sizes `model` (relaxed) runs at, from the exported size and the output stride (the
     geometry's; where there is none, `estimate` only guides the step, not the minimum)."""
     guide = stride or estimate
-    steps = [_step(model, layout, exported, axis, guide[axis] if guide else None) for axis in range(len(exported))]
+    axes = range(len(exported))
+    steps = [_step(model, layout, exported, axis, guide[axis] if guide else None, True) for axis in axes]
+    if 1 in steps and not all(
+        runs_at(model, layout, size) for size in ValidSizes(exported, exported, tuple(steps)).larger()
+    ):
+        # branches that agree one pixel and one stride further can still disagree elsewhere (Keras
+        # 'same' pads at each stride-2 stage): the sizes verification would run decide
+        steps = [_step(model, layout, exported, axis, guide[axis] if guide else None, False) for axis in axes]
     minimum = list(exported)
     for axis, step in enumerate(steps):
         if step != 1:
