@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import onnx_graphsurgeon as gs
 
-from . import files
+from . import dilate, files, static_size
 from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
 from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
@@ -34,6 +34,8 @@ from .sizes import ValidSizes, claimed_sizes, sizes_to_verify
 from .sizes import record as record_claims
 from .verify import Tolerance, VerificationReport, VerifyOptions
 from .verify import verify as _verify_models
+from .verify.dilated import verify_dilated
+from .verify.variants import verify_result
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ class ConvertOptions:
     mlp_spatial_rank: int = 2  # an MLP's [N, K] input becomes [N, K, *S] with this many S
     external_threshold: int = files.DEFAULT_EXTERNAL_THRESHOLD
     in_place: bool = False
+    output_stride: int | None = None  # a denser map by the a trous rewrite (dilate.py): S / 2 or S / 4
+    input_size: tuple[int, ...] | None = None  # static shapes at this size (static_size.py), and batch
+    batch: int | None = None
 
     def __post_init__(self) -> None:
         problem = options_problem(self)
@@ -92,6 +97,8 @@ class ConversionResult:
     valid_sizes: ValidSizes | None = None  # the input sizes the model runs at
     output: Path | None = None  # convert_file(): the model written
     data_file: Path | None = None  # convert_file(): its external data file, if one was written
+    dilation: dilate.Dilation | None = None  # the a trous rewrite, with --output-stride
+    static: static_size.StaticSize | None = None  # with --input-size
 
     @property
     def heads(self) -> list[Head]:
@@ -194,7 +201,7 @@ def verify_conversion(
     verify_options = options.verify_options
     if result.valid_sizes is not None:
         verify_options = replace(verify_options, sizes=sizes_to_verify(options.sizes, result.valid_sizes))
-    report = _verify_models(original, result.model, result.heads, verify_options)
+    report = verify_result(original, result, verify_options, _verify_models)  # plain, denser or static
     cannot_run = "the original model cannot run: "
     broken = next((c.note for c in report.failures if c.note.startswith(cannot_run)), None)
     if broken is not None:  # the original's own failure is the input's problem, not the conversion's
@@ -237,6 +244,8 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     removed = len(original_nodes - {id(n) for n in graph.nodes}) - replaced
     mlp_inputs = {h.feature: options.mlp_spatial_rank for h in search.heads if h.reads_input}
     relaxed = relax_inputs(model, layouts, options.dim_names, mlp_inputs)
+    dilation = dilate.apply(model, options.output_stride) if options.output_stride else None
+    notices += [dilation.describe()] if dilation else []
     if not search.heads and not kept:
         notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
     for head in search.heads:
@@ -254,12 +263,15 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     for head in search.heads:
         log.info("head %s: %s -> Conv", head.name, head.description)
     geometry = output_geometry(model)
-    valid = claimed_sizes(model, layouts, relaxed, geometry)
+    maps = [h.pool.source_shape[1:] if h.pool else h.feature_shape[1:] for h in search.heads if not h.reads_input]
+    valid = claimed_sizes(model, layouts, relaxed, geometry, maps[0] if maps else None)
     record_claims(model, valid, next((g for g in geometry.values() if isinstance(g, Geometry)), None))
     fixes = plan.fixes + batch.fixes
-    return ConversionResult(
+    result = ConversionResult(
         model, rewrites, relaxed, fixes, notices, removed_nodes=removed, geometry=geometry, valid_sizes=valid
     )
+    result.dilation = dilation
+    return static_size.apply(result, layouts, options.input_size, options.batch)  # with --input-size
 
 
 def _set_mode(model: onnx.ModelProto, options: ConvertOptions) -> None:
@@ -288,6 +300,9 @@ def verify(original: ModelSource, converted: ModelSource, options: ConvertOption
     _, search = _analyse(orig, ConvertOptions(dense=dense))
     if search.skipped:
         raise NotConvertibleError(search.skipped[0].reason, [s.reason for s in search.skipped])
+    dilation = dilate.recorded(conv)  # a denser map is checked against shifted runs of the original
+    if dilation is not None:
+        return verify_dilated(orig, conv, search.heads, dilation, options.verify_options)
     return _verify_models(orig, conv, search.heads, options.verify_options)
 
 
@@ -300,6 +315,12 @@ def _require_a_conversion_of(original: onnx.ModelProto, converted: onnx.ModelPro
         first, second = ("; ".join(f"'{n}' {list(d)}" for n, d in x.items()) for x in (ours, theirs))
         raise UsageError(
             f"the models' inputs differ ({first} and {second}): the second is not a conversion of the first"
+        )
+    claims = {p.key: p.value for p in converted.metadata_props}
+    if claims.get("onnx_fc2conv.valid_sizes", "").endswith("(static shapes)"):
+        raise UsageError(
+            "the second model was written with static shapes (--input-size) and verified then; "
+            "verify the dynamic conversion instead"
         )
     if all(ours[n] == theirs[n] for n in ours):
         shapes = "; ".join(f"'{n}' {list(d)}" for n, d in theirs.items())

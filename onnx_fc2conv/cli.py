@@ -177,6 +177,11 @@ def main() -> None:
     help="Write weights to OUTPUT.data when the model exceeds this size (always above 2 GB).",
 )
 @click.option("--in-place", is_flag=True, help="Allow OUTPUT to be INPUT (replaced atomically).")
+@click.option(
+    "--output-stride", type=click.IntRange(min=1), help="A denser map: S/2 or S/4 by dilation (docs/denser-maps.md)."
+)
+@click.option("--input-size", type=Size(), help="Write static shapes at this input size (verified there).")
+@click.option("--batch", type=click.IntRange(min=1), help="With --input-size: the static batch (default 1).")
 @_common
 def convert(
     input_path: str,
@@ -192,6 +197,9 @@ def convert(
     width_name: str,
     external_data_mb: int,
     in_place: bool,
+    output_stride: int | None,
+    input_size: tuple[int, ...] | None,
+    batch: int | None,
     as_json: bool,
     json_file: str | None,
     quiet: bool,
@@ -212,6 +220,9 @@ def convert(
             seed=seed,
             external_threshold=external_data_mb << 20,
             in_place=in_place,
+            output_stride=output_stride,
+            input_size=input_size,
+            batch=batch,
         )
         result = api.convert_file(input_path, output_path, options)
         data = result.data_file
@@ -283,6 +294,9 @@ def verify(
 @click.option("--output-name", help="Model output to draw. Default: the first [N, M, h, w] output.")
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=0), help="Strongest cells to list.")
 @click.option("--dense", is_flag=True, help="When MODEL still has its FC head: convert it in dense mode.")
+@click.option(
+    "--output-stride", type=click.IntRange(min=1), help="A denser map: S/2 or S/4 by dilation (docs/denser-maps.md)."
+)
 @_common
 def heatmap(
     model_path: str,
@@ -295,6 +309,7 @@ def heatmap(
     output_name: str | None,
     top: int,
     dense: bool,
+    output_stride: int | None,
     as_json: bool,
     json_file: str | None,
     quiet: bool,
@@ -320,7 +335,7 @@ def heatmap(
             output_name=output_name,
             top=top,
         )
-        result = api.convert(model_path, api.ConvertOptions(dense=dense))
+        result = api.convert(model_path, api.ConvertOptions(dense=dense, output_stride=output_stride))
         drawn = render(result.model, image_path, output_path, options)
         return Done(report.heatmap_payload(drawn), report.heatmap_text(drawn, output_path))
 

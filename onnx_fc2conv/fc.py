@@ -12,8 +12,18 @@ from dataclasses import dataclass
 
 import onnx_graphsurgeon as gs
 
-from .graph import constant_shape, node_id, node_label, rank, sole_user
+from .graph import node_id, node_label, rank, sole_user
+from .quantized import (
+    Dequantized,
+    check_quantized_bias,
+    match_qgemm,
+    quantization_of,
+    quantized_weight,
+    value_shape,
+)
 from .rules.base import Code, Refusal, per_feature_shape, scalar_shape
+
+FC_OPS = frozenset({"Gemm", "MatMul", "QGemm"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,6 +42,8 @@ class FcLayer:
     input_shape: tuple[int, ...]
     kernel_shape: tuple[int, ...]
     output: gs.Tensor
+    quant: Dequantized | None = None  # the weight is DequantizeLinear of these integers
+    quantization: str = ""  # for reports: integer type, per-tensor or per-channel, scales' shape
 
     @property
     def parameters(self) -> int:
@@ -44,11 +56,11 @@ class FcLayer:
 
 def is_candidate(node: gs.Node) -> bool:
     """Gemm, or MatMul with a constant 2-D operand, on a rank-2 (or unknown-rank) input."""
-    if node.op == "Gemm":
+    if node.op == "Gemm" or (node.op == "QGemm" and node.domain == "com.microsoft"):
         return True
     if node.op != "MatMul" or len(node.inputs) != 2:
         return False
-    shapes = [constant_shape(t) for t in node.inputs]
+    shapes = [value_shape(t) for t in node.inputs]
     if not any(s is not None and len(s) == 2 for s in shapes):
         return False
     data = node.inputs[0] if shapes[0] is None else node.inputs[1]
@@ -58,7 +70,7 @@ def is_candidate(node: gs.Node) -> bool:
 def data_operand(node: gs.Node) -> gs.Tensor:
     """The operand carrying the activations. For `MatMul(W, x)` with a constant W on the left this
     is `x`, so that matching refuses it for what it is (the weight on the left)."""
-    if node.op == "MatMul" and constant_shape(node.inputs[0]) is not None and constant_shape(node.inputs[1]) is None:
+    if node.op == "MatMul" and value_shape(node.inputs[0]) is not None and value_shape(node.inputs[1]) is None:
         return node.inputs[1]
     return node.inputs[0]
 
@@ -67,24 +79,35 @@ def match_fc(graph: gs.Graph, node: gs.Node, data: gs.Tensor, first_shape: tuple
     """The FC layer `node` reading `data`; `first_shape` is the (C, *S) its kernel covers."""
     label = node_label(node)
     k_expected = math.prod(first_shape)
-    if node.op == "Gemm":
+    quant = None
+    if node.op == "QGemm":  # integers in, integers out: becomes a QLinearConv (quantized.py)
+        if node.inputs[0] is not data:
+            raise Refusal(Code.WEIGHT_OPERAND, f"{label} reads the head tensor as its weight operand")
+        weight, trans_b, bias = match_qgemm(node, label)
+        wshape = value_shape(weight) or ()
+        m, k = (wshape[0], wshape[1]) if trans_b else (wshape[1], wshape[0])
+        alpha, beta, nodes, output = 1.0, 1.0, (node,), node.outputs[0]
+    elif node.op == "Gemm":
         m, k, weight, trans_b, alpha, bias, beta = _gemm(node, data, label)
+        quant = quantized_weight(weight, 0 if trans_b else 1, alpha, label)
         nodes, output = (node,), node.outputs[0]
     else:
         if node.inputs[0] is not data:
             raise Refusal(Code.WEIGHT_OPERAND, f"{label}: the weight is the left operand (x @ W expected)")
         weight = node.inputs[1]
-        wshape = constant_shape(weight)
+        wshape = value_shape(weight)
         if wshape is None or len(wshape) != 2:
             raise Refusal(Code.NOT_CONSTANT, f"{label}: weight '{weight.name}' is not a constant 2-D tensor")
         k, m = wshape
         trans_b, alpha, beta, bias = False, 1.0, 1.0, None
+        quant = quantized_weight(weight, 1, alpha, label)
         nodes, output = (node,), node.outputs[0]
         add = sole_user(graph, output)
         if add is not None and add.op == "Add":
             other = add.inputs[1] if add.inputs[0] is output else add.inputs[0]
-            oshape = constant_shape(other)
+            oshape = value_shape(other)
             if oshape is not None and per_feature_shape(oshape, m):
+                check_quantized_bias(other, m, 1.0, label)
                 bias, nodes, output = other, (node, add), add.outputs[0]
     if k != k_expected:
         raise Refusal(
@@ -96,7 +119,15 @@ def match_fc(graph: gs.Graph, node: gs.Node, data: gs.Tensor, first_shape: tuple
     return FcLayer(
         nodes=nodes, op=op, weight=weight, weight_is_mk=trans_b, alpha=alpha, bias=bias, beta=beta,
         in_features=k, out_features=m, input_shape=first_shape, kernel_shape=kernel, output=output,
+        quant=quant, quantization=_quantization(node, weight, quant),
     )  # fmt: skip
+
+
+def _quantization(node: gs.Node, weight: gs.Tensor, quant: Dequantized | None) -> str:
+    """Read at match time: the rewrite empties the FC node."""
+    if node.op == "QGemm":
+        return quantization_of(weight, node.inputs[4])
+    return "" if quant is None else quantization_of(quant.values, quant.scale)
 
 
 def _gemm(node: gs.Node, data: gs.Tensor, label: str):
@@ -105,7 +136,7 @@ def _gemm(node: gs.Node, data: gs.Tensor, label: str):
     if node.attrs.get("transA", 0):
         raise Refusal(Code.TRANS_A, f"{label} has transA=1: its input is not a flattened feature map")
     weight = node.inputs[1]
-    wshape = constant_shape(weight)
+    wshape = value_shape(weight)
     if wshape is None:
         raise Refusal(Code.NOT_CONSTANT, f"{label}: weight '{weight.name}' is not a constant")
     if len(wshape) != 2:
@@ -114,7 +145,7 @@ def _gemm(node: gs.Node, data: gs.Tensor, label: str):
     m, k = (wshape[0], wshape[1]) if trans_b else (wshape[1], wshape[0])
     bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
     if bias is not None:
-        bshape = constant_shape(bias)
+        bshape = value_shape(bias)
         if bshape is None:
             raise Refusal(Code.NOT_CONSTANT, f"{label}: bias '{bias.name}' is not a constant")
         if not (per_feature_shape(bshape, m) or scalar_shape(bshape)):
@@ -123,4 +154,6 @@ def _gemm(node: gs.Node, data: gs.Tensor, label: str):
             )
     alpha = float(node.attrs.get("alpha", 1.0))
     beta = float(node.attrs.get("beta", 1.0))
+    if bias is not None:
+        check_quantized_bias(bias, m, beta, label)
     return m, k, weight, trans_b, alpha, bias, beta

@@ -15,7 +15,7 @@ from typing import Any
 
 import onnx_graphsurgeon as gs
 
-from .fc import FcLayer, data_operand, is_candidate, match_fc
+from .fc import FC_OPS, FcLayer, data_operand, is_candidate, match_fc
 from .graph import (
     constant_shape,
     is_graph_input,
@@ -28,6 +28,7 @@ from .graph import (
     static_tail,
     users,
 )
+from .quantized import QDQ_OPS, refuse_per_channel_pair, refused_quantized_nodes
 from .rules import FLATTEN_RULES, tail_rules_for
 from .rules.base import Code, Refusal, TailOp, TailWalk, axes_of
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
@@ -153,6 +154,7 @@ def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int)
             raise Refusal(
                 Code.SHARED_FLATTEN, f"the flattened tensor '{data.name}' before {label} is also used elsewhere"
             )
+        refuse_per_channel_pair(node, label)
         source = _elementwise_source(node)
         if source is not None and not skipped_ops:
             between.insert(0, node)  # commutes with the flatten: it moves onto the map
@@ -190,7 +192,7 @@ def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int)
 def _elementwise_source(node: gs.Node) -> gs.Tensor | None:
     """The data input of an elementwise op whose other operands are scalar constants (it gives the
     same values on the flattened vector and on the map)."""
-    if node.op in Elementwise.ops and node.inputs:
+    if (node.op in Elementwise.ops or node.op in QDQ_OPS) and node.inputs:
         others = node.inputs[1:]
         data = node.inputs[0]
     elif node.op in _SCALAR_BINARY and len(node.inputs) == 2:
@@ -260,7 +262,7 @@ def _walk_tail(graph: gs.Graph, opset: int, first: FcLayer, claimed: set[int]):
             if id(user) in walk.visited:
                 continue
             walk.visited.add(id(user))
-            if user.op in ("Gemm", "MatMul") and is_candidate(user):
+            if user.op in FC_OPS and is_candidate(user):
                 layer = match_fc(graph, user, tensor, (width, *([1] * spatial)))
                 layers.append(layer)
                 claimed.update(id(n) for n in layer.nodes)
@@ -336,6 +338,7 @@ def find_heads(graph: gs.Graph, opset: int, *, dense: bool = False, mlp_rank: in
         linear &= all(n.op in _SCALAR_BINARY or n.op in LINEAR for n in flat.between)
         head = Head(flat, tuple(layers), tuple(tail), unique, flat.feature, linear)
         search.heads.append(densify(head) if dense else head)
+    search.skipped += [Skipped(r.node, r.reason, r.code) for r in refused_quantized_nodes(graph)]
     return search
 
 
@@ -376,7 +379,7 @@ def densify(head: Head) -> Head:
 def _claim_downstream(node: gs.Node, claimed: set[int]) -> None:
     """Mark the FC layers chained after a refused one (through head ops only) so they are not
     reported again; FC layers further on, past other ops, are candidates of their own."""
-    passable = Elementwise.ops | PerFeature.ops | {"Unsqueeze", "Squeeze"}
+    passable = Elementwise.ops | PerFeature.ops | QDQ_OPS | {"Unsqueeze", "Squeeze"}
     queue = deque(node.outputs)
     seen: set[int] = set()
     while queue:
@@ -384,7 +387,7 @@ def _claim_downstream(node: gs.Node, claimed: set[int]) -> None:
             if id(user) in seen:
                 continue
             seen.add(id(user))
-            if user.op in ("Gemm", "MatMul"):
+            if user.op in FC_OPS:
                 claimed.add(id(user))
             elif user.op not in passable:
                 continue

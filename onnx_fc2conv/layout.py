@@ -23,7 +23,9 @@ from .rules.backbone_unit_reshape import unit_dim_permutation
 from .rules.tail_elementwise import Elementwise
 from .rules.tail_per_feature import PerFeature
 
-_MEANING = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
+_MEANING = frozenset(
+    {"Conv", "QLinearConv", "MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"}
+)
 _KEEP = (
     Elementwise.ops
     | PerFeature.ops

@@ -54,4 +54,19 @@ def options_problem(options: Any) -> str | None:
         return f"mlp_spatial_rank must be 1, 2 or 3, not {options.mlp_spatial_rank!r}"
     if not _int(options.external_threshold) or options.external_threshold < 0:
         return f"external_threshold must be a byte count >= 0, not {options.external_threshold!r}"
+    return _variants_problem(options)
+
+
+def _variants_problem(options: Any) -> str | None:
+    """--output-stride, --input-size and --batch."""
+    for name in ("output_stride", "batch"):
+        value = getattr(options, name)
+        if value is not None and (not _int(value) or value < 1):
+            return f"{name} must be an int >= 1, not {value!r}"
+    if options.input_size is not None:
+        problem = sizes_problem((options.input_size,))
+        if problem is not None:
+            return f"input_size: {problem}"
+    elif options.batch is not None:
+        return "batch needs input_size (a static shape)"
     return None

@@ -54,6 +54,7 @@ def head_dict(head: Head, layers: tuple[LayerRewrite, ...] | None = None) -> dic
                 "out_features": layer.out_features,
                 "kernel_shape": list(layer.kernel_shape),
                 "parameters": layer.parameters,
+                "quantization": layer.quantization or None,
             }
             for layer in head.layers
         ],
@@ -220,6 +221,8 @@ def head_lines(index: int, head: Head, layers: tuple[LayerRewrite, ...] | None =
         old = layer.op
         if layers is not None:
             old += f" {_dims(layers[i].old_weight_shape)}"
+        if layer.quantization:
+            old += f" ({layer.quantization})"
         rows.append(
             [
                 str(i + 1),

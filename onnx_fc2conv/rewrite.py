@@ -21,6 +21,7 @@ import onnx_graphsurgeon as gs
 from .fc import FcLayer
 from .graph import Edit, constant, constant_shape, constant_source, reshape_in_place, shape
 from .heads import Head
+from .quantized import kernel_behind_dequantize, qlinear_conv, value_shape
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,12 @@ def rewrite_head(edit: Edit, head: Head) -> list[LayerRewrite]:
     return done
 
 
-def _kernel(edit: Edit, layer: FcLayer, perm: tuple[int, ...] | None) -> tuple[gs.Constant, bool]:
+def _kernel(edit: Edit, layer: FcLayer, perm: tuple[int, ...] | None) -> tuple[gs.Tensor, bool]:
+    if layer.quant is not None:  # the integers are rearranged, the DequantizeLinear moves its axis
+        ints = constant(layer.quant.values)
+        assert ints is not None
+        kernel = kernel_from_weight(ints, layer, perm)
+        return kernel_behind_dequantize(edit, layer.quant, kernel, layer.nodes[0]), True
     src = constant_source(layer.weight)
     zero_copy = layer.weight_is_mk and layer.alpha == 1.0 and perm is None
     if zero_copy and src is layer.weight and len(src.outputs) == 1 and reshape_in_place(src, layer.kernel_shape):
@@ -91,12 +97,12 @@ def _kernel(edit: Edit, layer: FcLayer, perm: tuple[int, ...] | None) -> tuple[g
 def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: tuple[int, ...] | None) -> LayerRewrite:
     fc = layer.nodes[0]
     data = source if source is not None else fc.inputs[0]
-    old_shape = constant_shape(layer.weight) or ()
+    old_shape = value_shape(layer.weight) or ()
     kernel, copied = _kernel(edit, layer, perm)
     k = list(layer.kernel_shape[2:])
     inputs = [data, kernel]
-    if layer.bias is not None:
-        if layer.beta == 1.0 and constant_shape(layer.bias) == (layer.out_features,):
+    if layer.bias is not None and layer.op != "QGemm":
+        if layer.beta == 1.0 and value_shape(layer.bias) == (layer.out_features,):
             inputs.append(layer.bias)
         else:
             value = constant(layer.bias)
@@ -105,7 +111,12 @@ def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: t
                 edit.constant(f"{layer.bias.name}_conv", bias_from_constant(value, layer.beta, layer.out_features))
             )
     output = layer.output
-    conv = gs.Node("Conv", fc.name, {"kernel_shape": k, "strides": [1] * len(k), "pads": [0] * 2 * len(k)})
+    if layer.op == "QGemm":
+        conv = qlinear_conv(fc, data, kernel, k)
+        inputs = list(conv.inputs)
+        conv.inputs.clear()
+    else:
+        conv = gs.Node("Conv", fc.name, {"kernel_shape": k, "strides": [1] * len(k), "pads": [0] * 2 * len(k)})
     edit.insert(conv, fc)
     for node in layer.nodes:  # the FC (and the bias Add of MatMul+Add) go; the Conv takes the output
         node.outputs.clear()

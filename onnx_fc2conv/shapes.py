@@ -137,7 +137,7 @@ def inferred_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     skel = skeleton(model)
     skel.graph.ClearField("value_info")
     inferred = _symbolic(skel) or onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
-    if _static_inputs(inferred) and not _all_static(inferred):
+    if _static_inputs(inferred) and not all_static(inferred):
         return _folded(skel) or inferred
     return inferred
 
@@ -149,7 +149,7 @@ def _static_inputs(model: onnx.ModelProto) -> bool:
     return all(all(isinstance(d, int) for d in value_info_dims(vi) or (None,)) for vi in model.graph.input)
 
 
-def _all_static(model: onnx.ModelProto) -> bool:
+def all_static(model: onnx.ModelProto) -> bool:
     dims = [value_info_dims(vi) for vi in [*model.graph.value_info, *model.graph.output]]
     return all(d is not None and all(isinstance(x, int) for x in d) for d in dims)
 
@@ -158,24 +158,33 @@ def _folded(skel: onnx.ModelProto) -> onnx.ModelProto | None:
     """Shapes where the model computes sizes from `Shape` (timm's TF-'same' Pad) and its input is
     static: the size arithmetic is folded into constants, a round per stage, on the weight-free
     copy only (the written model keeps computing them at run time)."""
+    folded = fold_sizes(skel)
+    if folded is None:
+        return None
+    inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=False, data_prop=True)
+    return inferred if all_static(inferred) else None
+
+
+def fold_sizes(skel: onnx.ModelProto) -> onnx.ModelProto | None:
+    """`skel` (static inputs) with its size arithmetic folded into constants, or None."""
     current = skel
     ort.set_default_logger_severity(4)  # folding runs onnxruntime; its warnings must not reach stderr
     try:
         for _ in range(_FOLD_ROUNDS):
             inferred = onnx.shape_inference.infer_shapes(current, strict_mode=False, data_prop=True)
-            if _all_static(inferred):
-                return inferred
+            if all_static(inferred):
+                return current
             graph = gs.import_onnx(inferred)
             before = len(graph.nodes)
             graph.fold_constants(fold_shapes=True).cleanup()
             if len(graph.nodes) == before:
-                return None
+                return current
             current = gs.export_onnx(graph, do_type_check=False)
             current.ir_version = skel.ir_version
             current.graph.ClearField("value_info")
     except Exception:  # folding evaluates subgraphs with onnxruntime; any failure: shapes stay unknown
         return None
-    return None
+    return current
 
 
 def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
@@ -219,6 +228,29 @@ def infer_shapes(model: onnx.ModelProto, *, for_analysis: bool = True) -> None:
         new = by_name.get(out.name)
         if new is not None and new.type.HasField("tensor_type") and new.type.tensor_type.HasField("shape"):
             out.type.CopyFrom(new.type)
+    _fixed_dims_from_onnx(model)
+
+
+def _fixed_dims_from_onnx(model: onnx.ModelProto) -> None:
+    """Output dims the symbolic pass made up (after an op it does not know, such as QLinearConv)
+    but onnx's own inference fixes: the fixed size is declared."""
+    if all(all(isinstance(d, int) for d in value_info_dims(o) or ()) for o in model.graph.output):
+        return
+    skel = skeleton(model)
+    skel.graph.ClearField("value_info")
+    try:
+        fixed = {
+            o.name: value_info_dims(o) for o in onnx.shape_inference.infer_shapes(skel, strict_mode=False).graph.output
+        }
+    except Exception:  # onnx's inference is only a second opinion here
+        return
+    for out in model.graph.output:
+        dims, known = value_info_dims(out), fixed.get(out.name)
+        if dims is None or known is None or len(dims) != len(known):
+            continue
+        merged = [k if isinstance(k, int) and not isinstance(d, int) else d for d, k in zip(dims, known, strict=True)]
+        if merged != list(dims):
+            set_value_info_dims(out, merged)
 
 
 def clear_output_shapes(model: onnx.ModelProto, outputs: set[str]) -> dict[str, int]:

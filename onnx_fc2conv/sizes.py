@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import onnx
 
-from .errors import UsageError
+from .errors import NotConvertibleError, UsageError, one_line
 from .geometry import Geometry
 from .graph import value_info_dims
 from .layout import InputLayout
-from .shapes import RelaxedInput, skeleton_at
+from .shapes import RelaxedInput, all_static, fold_sizes, skeleton_at
 
 PREFIX = "onnx_fc2conv."
 
@@ -60,6 +60,15 @@ class ValidSizes:
 
 
 def runs_at(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...]) -> bool:
+    return size_error(model, layout, size) is None
+
+
+def size_error(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...]) -> str | None:
+    """Why the model cannot run with its input at `size` (shape inference's own words), or None.
+
+    Where sizes are computed from `Shape` (inference leaves dims unknown), the size arithmetic is
+    folded at that size first, so a target computed for the exported size shows its conflict.
+    """
     declared = next(value_info_dims(vi) for vi in model.graph.input if vi.name == layout.name)
     dims = list(declared or ())
     if layout.batch is not None:
@@ -69,33 +78,45 @@ def runs_at(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...]) 
     skel = skeleton_at(model, {layout.name: dims})
     try:
         inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=True, data_prop=True)
-    except Exception:  # onnx reports a shape conflict in its own exception types
-        return False
+        if not all_static(inferred):
+            folded = fold_sizes(skel)
+            if folded is not None:
+                inferred = onnx.shape_inference.infer_shapes(folded, strict_mode=True, data_prop=True)
+    except Exception as exc:  # onnx reports a shape conflict in its own exception types
+        return one_line(exc)
     for out in inferred.graph.output:
-        dims = value_info_dims(out) or ()
-        if any(isinstance(d, int) and d < 1 for d in dims):
-            return False
-    return True
+        found = value_info_dims(out) or ()
+        if any(isinstance(d, int) and d < 1 for d in found):
+            return f"output '{out.name}' would be {list(found)}"
+    return None
 
 
 def _step(model: onnx.ModelProto, layout: InputLayout, exported: tuple[int, ...], axis: int, stride: int | None) -> int:
     """1: any size; S: the exported size plus multiples of S (the output stride, or the smallest
-    power of two that fits where a resize hides the stride); 0: the exported size only."""
+    power of two that fits where a resize hides the stride); 0: the exported size only.
+
+    Any size is claimed only where sizes one stride apart run too: below the stride the maps
+    often keep their size, so one or two pixels more prove nothing."""
     candidates = [1, *([stride] if stride else []), 2, 4, 8, 16, 32, 64]
     for step in dict.fromkeys(candidates):
-        sizes = [list(exported), list(exported)]
-        sizes[0][axis] += step
-        sizes[1][axis] += 2 * step
-        if all(runs_at(model, layout, tuple(size)) for size in sizes):
+        grows = [step, 2 * step] + ([stride, stride + 1] if step == 1 and stride and stride > 2 else [])
+        sizes = [tuple(e + g if a == axis else e for a, e in enumerate(exported)) for g in grows]
+        if all(runs_at(model, layout, size) for size in sizes):
             return step
     return 0
 
 
 def valid_sizes(
-    model: onnx.ModelProto, layout: InputLayout, exported: tuple[int, ...], stride: tuple[int, ...] | None
+    model: onnx.ModelProto,
+    layout: InputLayout,
+    exported: tuple[int, ...],
+    stride: tuple[int, ...] | None,
+    estimate: tuple[int, ...] | None = None,
 ) -> ValidSizes:
-    """The sizes `model` (relaxed) runs at, from the exported size and the output stride."""
-    steps = [_step(model, layout, exported, axis, stride[axis] if stride else None) for axis in range(len(exported))]
+    """The sizes `model` (relaxed) runs at, from the exported size and the output stride (the
+    geometry's; where there is none, `estimate` only guides the step, not the minimum)."""
+    guide = stride or estimate
+    steps = [_step(model, layout, exported, axis, guide[axis] if guide else None) for axis in range(len(exported))]
     minimum = list(exported)
     for axis, step in enumerate(steps):
         if step != 1:
@@ -132,15 +153,30 @@ def record(model: onnx.ModelProto, sizes: ValidSizes | None, geometry: Geometry 
 
 
 def claimed_sizes(
-    model: onnx.ModelProto, layouts: dict[str, InputLayout], relaxed: list[RelaxedInput], geometry: dict
+    model: onnx.ModelProto,
+    layouts: dict[str, InputLayout],
+    relaxed: list[RelaxedInput],
+    geometry: dict,
+    feature_map: tuple[int, ...] | None,
 ) -> ValidSizes | None:
-    """Valid sizes of the first image input whose exported spatial size is known."""
+    """Valid sizes of the first image input whose exported spatial size is known. The stride is
+    the geometry's, else the exported size over the heads' map (before any global pool)."""
     for r in relaxed:
         layout = layouts.get(r.name)
         exported = tuple(r.old_shape[a] for a in layout.spatial) if layout else ()
         if layout and all(isinstance(d, int) for d in exported):
             stride = next((g.stride for g in geometry.values() if isinstance(g, Geometry)), None)
-            return valid_sizes(model, layout, exported, stride)  # type: ignore[arg-type]
+            estimate = None
+            if feature_map and len(feature_map) == len(exported):
+                estimate = tuple(max(e // max(f, 1), 1) for e, f in zip(exported, feature_map, strict=True))
+            valid = valid_sizes(model, layout, exported, stride, estimate)  # type: ignore[arg-type]
+            if 0 in valid.step:  # claiming a symbolic size it cannot take would be a lie
+                guide = stride or estimate or (1,) * len(exported)
+                probe = tuple(e + (s or 1) for e, s in zip(exported, guide, strict=True))
+                why = size_error(model, layout, probe) or "no larger size runs"
+                text, at = ("x".join(map(str, x)) for x in (exported, probe))
+                raise NotConvertibleError(f"the model runs only at its exported size {text}: at {at}, {why}")
+            return valid
     return None
 
 

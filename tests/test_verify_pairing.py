@@ -32,3 +32,14 @@ def test_two_unrelated_models_are_a_usage_error() -> None:
         "onnx-fc2conv: error: the models' inputs differ ('input' [1, 3, 64, 64] and 'input' ['batch', 3]): "
         "the second is not a conversion of the first\n"
     )
+
+
+def test_a_static_size_model_points_to_its_dynamic_conversion(tmp_path: Path) -> None:
+    static = tmp_path / "static.onnx"
+    written = CliRunner().invoke(
+        main, ["convert", "-q", str(MODELS / "ts_vgg_small.onnx"), str(static), "--input-size", "96x96"]
+    )
+    assert written.exit_code == 0
+    result = CliRunner().invoke(main, ["verify", str(MODELS / "ts_vgg_small.onnx"), str(static)])
+    assert result.exit_code == 2
+    assert "written with static shapes (--input-size)" in result.stderr

@@ -51,6 +51,12 @@ class Code(str, Enum):
     BAKED_BATCH = "baked-batch"
     FIXED_RESIZE = "fixed-resize"
     FIXED_EXPAND = "fixed-expand"
+    QDQ_PER_CHANNEL = "qdq-per-channel"
+    BLOCK_QUANTIZED = "block-quantized"
+    QUANT_AXIS = "quant-axis"
+    QUANTIZED_SCALING = "quantized-scaling"
+    DYNAMIC_QUANTIZATION = "dynamic-quantization"
+    QUANTIZED_OPERATOR = "quantized-operator"
 
 
 class Refusal(Exception):

@@ -72,9 +72,17 @@ def failed(check: str, output: str, input_shape: tuple, note: str) -> Comparison
 
 
 def compare(
-    actual: np.ndarray, expected: np.ndarray, tol: Tolerance, *, check: str, output: str, input_shape: tuple
+    actual: np.ndarray,
+    expected: np.ndarray,
+    tol: Tolerance,
+    *,
+    check: str,
+    output: str,
+    input_shape: tuple,
+    unit: float = 0.0,
 ) -> Comparison:
-    """`actual` against `expected` by the criterion of the module docstring."""
+    """`actual` against `expected` by the criterion of the module docstring. A quantized output
+    (`unit` > 0: its scale, or 1 for integers) may also differ by one unit (quantized_units.py)."""
 
     def result(max_abs: float, max_rel: float, passed: bool, note: str = "", allowed=math.nan, ratio=math.inf):
         shape = tuple(expected.shape)
@@ -89,6 +97,10 @@ def compare(
             return result(math.inf, math.inf, False, f"shape {list(actual.shape)} != {list(expected.shape)}")
     if not np.issubdtype(expected.dtype, np.floating):
         worst = float(np.abs(actual.astype(np.int64) - expected.astype(np.int64)).max())
+        if unit > 0:  # quantized values: one unit of rounding
+            return result(
+                worst, worst, worst <= unit, "" if worst <= unit else "quantized values differ", unit, worst / unit
+            )
         equal = worst == 0
         return result(worst, worst, equal, "" if equal else "indices differ", 0.0, 0.0 if equal else math.inf)
     a = actual.astype(np.float64)
@@ -103,7 +115,7 @@ def compare(
     for a_n, b_n in zip(a, b, strict=True):
         error = float(np.abs(a_n - b_n).max())
         scale = float(np.abs(b_n).max())
-        allowed = tol.bound(expected.dtype, scale)
+        allowed = tol.bound(expected.dtype, scale) + unit
         ratio = error / allowed if allowed > 0 else (0.0 if error == 0 else math.inf)
         rel = error / scale if scale > 0 else (0.0 if error == 0 else math.inf)
         max_abs = max(max_abs, error)

@@ -32,6 +32,7 @@ from ..heads import Head
 from ..shapes import check_graph
 from .compare import PhaseResult, Tolerance, VerificationReport, compare, failed
 from .inputs import Inputs, ModelInput, default_sizes, model_inputs, random_value
+from .quantized_units import output_units, unit_notes
 from .reference import HeadsReference, WholeModelReference, run_original
 from .sessions import RunError, run, session
 
@@ -62,6 +63,11 @@ class Setup:
     ) -> Setup:
         plan = model_inputs(original, converted, {h.feature for h in heads if h.reads_input})
         return cls(original, converted, heads, options, plan, np.random.default_rng(options.seed))
+
+    @property
+    def units(self) -> dict[str, float]:
+        """One unit of each quantized output (quantized_units.py)."""
+        return output_units(self.original)
 
     @property
     def outputs(self) -> list[str]:
@@ -135,6 +141,7 @@ def same_size(setup: Setup, batch_run: BatchRun) -> PhaseResult:
                 check="same size",
                 output=name,
                 input_shape=batch_run.input_shape,
+                unit=setup.units.get(name, 0.0),
             )
         )
     return result
@@ -201,7 +208,7 @@ def larger_sizes(setup: Setup, conv_sess: ort.InferenceSession, exported: dict[s
         )
     else:
         reference = WholeModelReference(setup.original, inp.name, exported, setup.plan.original_batch)
-    result = PhaseResult()
+    result, units = PhaseResult(), setup.units
     for size in sizes:
         if len(size) != len(spatial):
             result.notes.append(f"size {list(size)} does not match the input's {len(spatial)} spatial axes")
@@ -220,7 +227,15 @@ def larger_sizes(setup: Setup, conv_sess: ort.InferenceSession, exported: dict[s
                 continue
             tol = setup.options.tolerance
             result.comparisons.append(
-                compare(actual[name], exp, tol, check="larger size", output=name, input_shape=shape)
+                compare(
+                    actual[name],
+                    exp,
+                    tol,
+                    check="larger size",
+                    output=name,
+                    input_shape=shape,
+                    unit=units.get(name, 0.0),
+                )
             )
     result.notes += reference.notes
     return result
@@ -265,7 +280,7 @@ def verify(
     del orig_sess
     exported = {name: tuple(v.shape[1:]) for name, v in runs[0].expected.items()}
     phases = [
-        PhaseResult(notes=list(setup.plan.notes)),
+        PhaseResult(notes=[*setup.plan.notes, *unit_notes(setup.units)]),
         same_size(setup, runs[0]),
         larger_batch(setup, runs[1:]),
         dense_mean(setup, runs),

@@ -1,0 +1,214 @@
+"""Quantized heads in QDQ form: weights behind `DequantizeLinear`, activations through
+`QuantizeLinear -> DequantizeLinear` pairs.
+
+`DequantizeLinear(q, s, z, axis)` computes `(q - z) * s`, with `s` and `z` one value (per-tensor)
+or one per index along `axis` (per-channel). A Gemm weight `W = DQ(Q)` stored `[M, K]` with its
+scales along M (axis 0; axis 1 for a `[K, M]` MatMul weight) equals, as a Conv kernel,
+`DQ(Q')` where `Q'` is `Q` rearranged exactly as a float weight would be (reshaped to
+`[M, C, *S]`, transposed behind an NHWC flatten) and the axis is 0, the kernel's output axis:
+each output feature keeps its own integers, scale and zero point. The integers are only moved.
+
+`QGemm(a, a_s, a_z, B, b_s, b_z, C, y_s, y_z)` (com.microsoft, onnxruntime's QOperator format)
+computes `y = requantize(a_s * b_s * ((a - a_z) @ (B' - b_z) + C))` in integers; `QLinearConv`
+takes the same nine operands (bias last) and computes the same per window, so the integer
+weight is rearranged like a float one and every scale and zero point is carried over. A QGemm
+without `y_s` has a float output, which `QLinearConv` has no form of: refused.
+
+A per-tensor pair `DQ(Q(x))` maps every element alone with the same scale and zero point, so
+`DQ(Q(flatten(f))) = flatten(DQ(Q(f)))`: the pair moves onto the map before the first Conv.
+A per-channel pair on the flattened vector has one scale per `(c, h, w)` position, which no
+per-channel pair on the map (one scale per channel) reproduces: refused. Block-wise weight
+quantization (`block_size`) shares scales across input features, and the blocks would no
+longer be contiguous in the kernel: refused.
+
+`DynamicQuantizeLinear` computes one scale from the whole tensor at run time; on a larger map
+that scale comes from all windows at once, so no window sees the scale of the original: refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .graph import Edit, constant, constant_shape, node_id, node_label, producer
+from .rules.base import Code, Refusal
+
+# Operators of onnxruntime's QOperator format that hold an FC layer and are not rewritten.
+QUANTIZED_FC_OPS = frozenset({"QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat"})
+QGEMM_FLOAT_OUTPUT = "float output"
+
+
+@dataclass(frozen=True, eq=False)
+class Dequantized:
+    """A constant behind `DequantizeLinear`: its integers, scale, zero point and axis."""
+
+    node: gs.Node
+    values: gs.Tensor
+    scale: gs.Tensor
+    zero_point: gs.Tensor | None
+    axis: int | None  # None: per-tensor
+
+    @property
+    def per_channel(self) -> bool:
+        return self.axis is not None
+
+    @property
+    def dtype(self) -> str:
+        value = constant(self.values)
+        return "?" if value is None else str(value.dtype)
+
+    @property
+    def scale_shape(self) -> tuple[int, ...]:
+        return constant_shape(self.scale) or ()
+
+
+def dequantized(tensor: gs.Tensor) -> Dequantized | None:
+    """`tensor` as `DequantizeLinear` of constant integers, or None; block-wise is refused."""
+    node = producer(tensor)
+    if node is None or node.op != "DequantizeLinear" or len(node.inputs) < 2:
+        return None
+    values, scale = node.inputs[0], node.inputs[1]
+    vshape, sshape = constant_shape(values), constant_shape(scale)
+    if vshape is None or sshape is None:
+        return None
+    if node.attrs.get("block_size", 0):
+        raise Refusal(Code.BLOCK_QUANTIZED, f"{node_label(node)} quantizes '{values.name}' block-wise")
+    zero = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
+    axis = None if int(np.prod(sshape)) == 1 else int(node.attrs.get("axis", 1)) % max(len(vshape), 1)
+    return Dequantized(node, values, scale, zero, axis)
+
+
+def quantization_of(values: gs.Tensor, scale: gs.Tensor) -> str:
+    """How a weight is quantized, for reports: its type, per-tensor or per-channel, scales' shape."""
+    ints, scales = constant(values), constant_shape(scale) or ()
+    kind = "per-tensor" if int(np.prod(scales)) == 1 else "per-channel"
+    return f"{'?' if ints is None else ints.dtype} {kind}, scales {list(scales)}"
+
+
+def value_shape(tensor: gs.Tensor) -> tuple[int, ...] | None:
+    """The shape of a constant, or of a constant behind `DequantizeLinear`."""
+    found = constant_shape(tensor)
+    if found is not None:
+        return found
+    node = producer(tensor)
+    if node is None or node.op != "DequantizeLinear" or not node.inputs:
+        return None
+    return constant_shape(node.inputs[0])
+
+
+def quantized_weight(weight: gs.Tensor, out_axis: int, alpha: float, label: str) -> Dequantized | None:
+    """The FC weight's quantization, if any; per-channel must run along the output features."""
+    quant = dequantized(weight)
+    if quant is None:
+        return None
+    if alpha != 1.0:
+        raise Refusal(Code.QUANTIZED_SCALING, f"{label} scales its quantized weight by alpha={alpha}")
+    if quant.per_channel and quant.axis != out_axis:
+        raise Refusal(
+            Code.QUANT_AXIS,
+            f"{label}: weight '{weight.name}' is quantized along axis {quant.axis}, not per output feature",
+        )
+    return quant
+
+
+def check_quantized_bias(bias: gs.Tensor, m: int, beta: float, label: str) -> None:
+    """A bias behind `DequantizeLinear` stays as it is: it must already be the Conv's `[M]`."""
+    if producer(bias) is None or producer(bias).op != "DequantizeLinear":
+        return
+    if beta != 1.0:
+        raise Refusal(Code.QUANTIZED_SCALING, f"{label} scales its quantized bias by beta={beta}")
+    if value_shape(bias) != (m,):
+        raise Refusal(Code.BIAS_SHAPE, f"{label}: quantized bias '{bias.name}' is not of shape [{m}]")
+
+
+def kernel_behind_dequantize(edit: Edit, quant: Dequantized, kernel_ints: np.ndarray, at: gs.Node) -> gs.Variable:
+    """`DequantizeLinear(kernel_ints, scale, zero_point)` with the axis on the kernel's axis 0."""
+    ints = edit.constant(f"{quant.values.name}_conv", kernel_ints)
+    scale = constant(quant.scale)
+    dtype = np.float32 if scale is None else scale.dtype
+    out = gs.Variable(edit.fresh(f"{quant.node.outputs[0].name}_conv"), dtype=dtype, shape=list(kernel_ints.shape))
+    attrs = {k: v for k, v in quant.node.attrs.items() if k != "axis"}
+    if quant.per_channel:
+        attrs["axis"] = 0
+    inputs = [ints, quant.scale, *([quant.zero_point] if quant.zero_point is not None else [])]
+    edit.add_node("DequantizeLinear", f"{quant.node.name or 'DequantizeLinear'}_conv", inputs, [out], at=at, **attrs)
+    return out
+
+
+def match_qgemm(node: gs.Node, label: str) -> tuple[gs.Tensor, bool, gs.Tensor | None]:
+    """A QGemm with a quantized output: (integer weight, stored [M, K], int32 bias or None)."""
+    operands = [t.name for t in node.inputs] + [""] * (9 - len(node.inputs))
+    if node.attrs.get("transA", 0) or float(node.attrs.get("alpha", 1.0)) != 1.0:
+        raise Refusal(Code.QUANTIZED_SCALING, f"{label} has transA or alpha: no QLinearConv form")
+    if not operands[7]:
+        raise Refusal(Code.QUANTIZED_OPERATOR, f"{label} has a {QGEMM_FLOAT_OUTPUT}: no QLinearConv form")
+    if not all(operands[i] for i in (1, 2, 4, 5, 8)):
+        raise Refusal(Code.QUANTIZED_OPERATOR, f"{label} lacks a zero point: QLinearConv needs every one")
+    if any(constant_shape(node.inputs[i]) is None for i in (3, 4, 5)):
+        raise Refusal(Code.NOT_CONSTANT, f"{label}: its weight, scale or zero point is not a constant")
+    bias = node.inputs[6] if operands[6] else None
+    return node.inputs[3], bool(node.attrs.get("transB", 0)), bias
+
+
+def qlinear_conv(qgemm: gs.Node, data: gs.Tensor, kernel: gs.Tensor, window: list[int]) -> gs.Node:
+    """The QLinearConv of a QGemm: its operands in QLinearConv's order, `kernel` the rearranged weight."""
+    _, a_s, a_z, _, b_s, b_z, bias, y_s, y_z = [*qgemm.inputs, *[None] * (9 - len(qgemm.inputs))]
+    inputs = [data, a_s, a_z, kernel, b_s, b_z, y_s, y_z, *([bias] if bias is not None and bias.name else [])]
+    attrs = {"kernel_shape": window, "strides": [1] * len(window), "pads": [0] * 2 * len(window)}
+    return gs.Node("QLinearConv", qgemm.name, attrs, inputs=inputs)
+
+
+# -- activations -----------------------------------------------------------------------------------
+
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+
+def refuse_per_channel_pair(node: gs.Node, label: str) -> None:
+    """A Quantize/Dequantize on the flattened vector must be per-tensor to move onto the map."""
+    if node.op not in QDQ_OPS or len(node.inputs) < 2:
+        return
+    scale = constant_shape(node.inputs[1])
+    if scale is not None and int(np.prod(scale)) != 1:
+        raise Refusal(
+            Code.QDQ_PER_CHANNEL,
+            f"{node_label(node)} before {label} quantizes the flattened vector per channel: "
+            "one scale per (channel, position) has no per-channel form on the map",
+        )
+
+
+# -- refusals --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuantizedRefusal:
+    node: str
+    reason: str
+    code: Code
+
+
+def refused_quantized_nodes(graph: gs.Graph) -> list[QuantizedRefusal]:
+    """Nodes no exact fully convolutional form exists for (dynamic quantization) or that are not
+    rewritten (QOperator FC layers), each with its reason."""
+    found, dynamic = [], []
+    for node in graph.nodes:
+        if node.op == "DynamicQuantizeLinear":
+            dynamic.append(
+                QuantizedRefusal(
+                    node_id(node),
+                    f"{node_label(node)} computes its scale from the whole tensor at run time: on a larger "
+                    "map that scale comes from all windows at once, not from each window as in the original",
+                    Code.DYNAMIC_QUANTIZATION,
+                )
+            )
+        elif node.op in QUANTIZED_FC_OPS:
+            found.append(
+                QuantizedRefusal(
+                    node_id(node),
+                    f"{node_label(node)} is a quantized FC layer in integer-operator form, which is not rewritten; "
+                    "quantize in QDQ form (onnxruntime.quantization QuantFormat.QDQ) to convert it",
+                    Code.QUANTIZED_OPERATOR,
+                )
+            )
+    return found + dynamic  # the dynamic quantization, when there is one, leads the message
