@@ -38,7 +38,7 @@ def cause_of(result: str, detail: list[str], layout: str = "") -> str:
             return "refused: a transformer's attention projections taken for FC heads (true: fixed token count)"
         if "not from a flattened feature map" in text:
             return "refused: an op between the pool/flatten and the FC layers"
-        if re.search(r"bakes|pins|cannot run at other sizes|fixed shape", text):
+        if re.search(r"bakes|pins|cannot run at other sizes|fixed shape|runs only at its exported size", text):
             return "refused: a backbone node pins the size in the export (the export itself fails at the larger size)"
         return "refused: other"
     if first.startswith("exit 1"):
