@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 
 from .graph import ancestors, node_id, shape, value_info_dims
 from .heads import Head, Skipped
-from .layout import trace_layout
+from .layout import InputLayout, trace_layout
 from .rules import BACKBONE_RULES
 from .rules.backbone_base import BackboneContext, BackboneFix
 from .rules.base import Refusal
@@ -58,7 +58,8 @@ def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) ->
     spatial = _spatial_count(graph)
     if spatial == 0:
         return plan
-    probed = _probe_shapes(model, graph)
+    static = _static_layouts(graph)
+    probed = _probe_shapes(model, static)
     tainted: set[int] = set()
     fed = _input_fed(graph)
     ctx = BackboneContext(
@@ -66,7 +67,7 @@ def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) ->
         spatial,
         lambda t: None if id(t) in tainted else probed.get(t.name),
         fed.__contains__,
-        _grows(model, graph),
+        _grows(model, static),
     )
     region = {id(n) for n in ancestors(h.flatten.feature for h in heads)} if heads else {id(n) for n in graph.nodes}
     for node in graph.nodes:
@@ -87,12 +88,19 @@ def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) ->
     return plan
 
 
-def _grows(model: onnx.ModelProto, graph: gs.Graph) -> bool:
-    """The model as it is runs one and two pixels larger on every spatial axis of its image inputs."""
+def _static_layouts(graph: gs.Graph) -> list[tuple[InputLayout, tuple[int, ...]]]:
+    """Each traced image input whose spatial dims are fixed, with its dims."""
+    found = []
     for tensor in graph.inputs:
-        layout, dims = trace_layout(tensor), shape(tensor) or ()
-        if layout is None or not all(isinstance(dims[a], int) for a in layout.spatial):
-            continue
+        layout, dims = trace_layout(tensor), tuple(shape(tensor) or ())
+        if layout is not None and all(isinstance(dims[a], int) for a in layout.spatial):
+            found.append((layout, dims))
+    return found
+
+
+def _grows(model: onnx.ModelProto, static: list[tuple[InputLayout, tuple]]) -> bool:
+    """The model as it is runs one and two pixels larger on every spatial axis of its image inputs."""
+    for layout, dims in static:
         for grow in (1, 2):
             if not runs_at(model, layout, tuple(int(dims[a]) + grow for a in layout.spatial)):
                 return False
@@ -102,13 +110,12 @@ def _grows(model: onnx.ModelProto, graph: gs.Graph) -> bool:
 _PROBE_GROWTH = 64  # keeps every size modulo strides up to 64, so multi-branch backbones still fit
 
 
-def _probe_shapes(model: onnx.ModelProto, graph: gs.Graph) -> dict[str, tuple]:
+def _probe_shapes(model: onnx.ModelProto, static: list[tuple[InputLayout, tuple]]) -> dict[str, tuple]:
     """Every inferable shape with each traced image input grown by 64 on its spatial axes."""
-    grown = {}
-    for tensor in graph.inputs:
-        layout, dims = trace_layout(tensor), list(shape(tensor) or ())
-        if layout is not None and all(isinstance(dims[a], int) for a in layout.spatial):
-            grown[tensor.name] = [d + _PROBE_GROWTH if a in layout.spatial else d for a, d in enumerate(dims)]
+    grown = {
+        layout.name: [d + _PROBE_GROWTH if a in layout.spatial else d for a, d in enumerate(dims)]
+        for layout, dims in static
+    }
     skel = skeleton_at(model, grown)
     try:
         inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)

@@ -27,14 +27,14 @@ import onnx
 from onnx import helper
 
 from .errors import NotConvertibleError
-from .geometry import _CHANNEL_OPS, Geometry, output_geometry
+from .geometry import CHANNEL_OPS, Geometry, output_geometry
 from .graph import opset_version
 
 log = logging.getLogger(__name__)
 
 _WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool", "ConvTranspose"})
 _STRIDED_L_OPS = frozenset({"Conv", "MaxPool", "AveragePool"})
-_PER_PIXEL_OPS = _CHANNEL_OPS | {"Softmax", "LogSoftmax"}
+_PER_PIXEL_OPS = CHANNEL_OPS | {"Softmax", "LogSoftmax"}
 METADATA_KEY = "onnx_fc2conv.a_trous"  # the levels, as JSON: what `verify` needs to rebuild the reference
 
 

@@ -27,7 +27,7 @@ ELEMENTWISE_UNARY = Elementwise.ops
 ELEMENTWISE_BINARY = PerFeature.ops - {"BatchNormalization"}
 
 _WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
-_CHANNEL_OPS = (
+CHANNEL_OPS = (
     ELEMENTWISE_UNARY
     | ELEMENTWISE_BINARY
     | CLASS_AXIS_OPS
@@ -185,7 +185,7 @@ def _through(node: gs.Node, ins: list, geo: dict) -> list[Axis | None] | None:
             return None
         perm = list(perm) if perm is not None else list(reversed(range(len(first))))
         return [first[p] for p in perm]
-    if op in _CHANNEL_OPS or op in ("Softmax", "LogSoftmax"):
+    if op in CHANNEL_OPS or op in ("Softmax", "LogSoftmax"):
         merged = [a for a in ins[0]]
         for other in ins[1:]:
             if len(other) != len(merged):

@@ -6,10 +6,12 @@ import math
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+import onnx
+
 from .api import ConversionResult, Inspection
 from .errors import NotConvertibleError, VerificationError, printable, quoted
 from .geometry import Geometry
-from .graph import node_id
+from .graph import node_id, value_info_dims
 from .heads import Head, Skipped
 from .rewrite import LayerRewrite
 from .shapes import RelaxedInput
@@ -198,8 +200,8 @@ def geometry_lines(geometry: dict[str, Geometry | str]) -> list[str]:
     return lines
 
 
-def _output_dims(vi) -> list:
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
+def _output_dims(vi: onnx.ValueInfoProto) -> list:
+    return list(value_info_dims(vi) or ())
 
 
 # -- text ----------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import onnx
 
+from ..graph import value_info_dims
+
 Dim = int | str | None  # a fixed size, a symbolic name, or unknown
 
 
@@ -26,8 +28,7 @@ def value_info_type(vi: onnx.ValueInfoProto) -> TensorType | None:
     tensor_type = vi.type.tensor_type
     if not tensor_type.HasField("shape"):
         return TensorType(tensor_type.elem_type, None)
-    dims = tuple(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None) for d in tensor_type.shape.dim)
-    return TensorType(tensor_type.elem_type, dims)
+    return TensorType(tensor_type.elem_type, value_info_dims(vi))
 
 
 def tensor_types(model: onnx.ModelProto) -> dict[str, TensorType]:
