@@ -20,6 +20,7 @@ from .graph import Edit, import_graph, opset_version, shape, value_info_dims, wr
 from .heads import Head, HeadSearch, Skipped, find_heads
 from .layout import image_layouts
 from .options import options_problem
+from .output_dims import name_outputs
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
@@ -27,7 +28,6 @@ from .shapes import (
     check_graph,
     clear_output_shapes,
     infer_shapes,
-    name_output_dims,
     relax_inputs,
     restore_output_ranks,
 )
@@ -258,10 +258,10 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     head_outputs = {
         out: (options.mlp_spatial_rank if h.reads_input else h.spatial_rank) for h in search.heads for out in h.outputs
     }
-    ranks = clear_output_shapes(model, set(output_names))  # every output may depend on the new dims
+    before = clear_output_shapes(model, set(output_names))  # every output may depend on the new dims
     infer_shapes(model, for_analysis=False)
-    restore_output_ranks(model, ranks)
-    name_output_dims(model, head_outputs, options.dim_names)
+    restore_output_ranks(model, before)
+    name_outputs(model, relaxed, options.dim_names, before, head_outputs)
     _set_mode(model, options)
     for head in search.heads:
         log.info("head %s: %s -> Conv", head.name, head.description)
