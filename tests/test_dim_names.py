@@ -221,3 +221,11 @@ def test_cli_names_and_report(tmp_path: Path) -> None:
     written = onnx.load(str(target))
     assert io_dims(written) == (["N", 3, "Y", "X"], [["N", M, "out_Y", "out_X"]])
     assert "input 'input': [N, 3, 5, 4] -> [N, 3, Y, X]" in res.output
+
+
+def test_verify_accepts_a_conversion_whose_input_was_free_already() -> None:
+    """`['batch_size', 3, 'h', 'w']` keeps its dims: verify() still knows it as a conversion."""
+    original = conv_model(["batch_size", 3, "h", "w"])
+    converted = convert(original).model
+    assert dims(converted.graph.input[0]) == dims(original.graph.input[0])
+    assert onnx_fc2conv.verify(original, converted).passed
