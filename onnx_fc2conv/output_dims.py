@@ -8,10 +8,11 @@ every relaxed input dim, and each output dim comes back as an expression of thos
 - computed from several: `out_<a>_<b>` (a flattened map: `out_height_width`);
 - a fixed number the original declared there too: that number.
 
-Two different expressions never share a name (the second `out_height` of another size is
-`out_height_2`), and no output dim takes a name an input dim has. Where the inference cannot
-follow a dim (an op it does not know makes one up), the dim is named by its position: axis 0
-the batch, the trailing spatial axes of a map of the input's rank `out_<name>`.
+Where onnx's own inference (whose dims the written model declares) lost an output altogether, the
+symbolic one gives its rank and its fixed dims. Two different expressions never share a name (the
+second `out_height` of another size is `out_height_2`), and no output dim takes a name an input
+dim has. Where the inference cannot follow a dim (an op it does not know makes one up), the dim is
+named by its position: axis 0 the batch, the trailing spatial axes of a map `out_<name>`.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def name_outputs(
         if dims is None:
             continue
         found = inferred.get(out.name)
+        lost = found is not None and all(d is None for d in dims)  # onnx's inference kept only a rank
+        if lost:
+            dims = (None,) * len(found)
         if found is not None and len(found) != len(dims):
             found = None
         declared = before.get(out.name, ())
@@ -89,7 +93,7 @@ def name_outputs(
                 continue
             expression = found[axis] if found is not None else None
             if isinstance(expression, int):
-                fixed = len(declared) == len(dims) and declared[axis] == expression
+                fixed = lost or (len(declared) == len(dims) and declared[axis] == expression)
                 new.append(expression if fixed else dim)
                 continue
             name = _from_expression(expression, roles, namer) if expression else None
@@ -157,6 +161,6 @@ class _Positional:
         if axis == 0 and self.batch is not None:
             return self.batch
         start = rank - (spatial or 0)
-        if spatial and axis >= max(start, 1):
+        if spatial and start >= 2 and axis >= start:  # a map [batch, C, *spatial]
             return f"out_{self.names.spatial(spatial)[axis - start]}"
         return dim

@@ -55,13 +55,15 @@ class RelaxedInput:
     spatial_axes: tuple[int, ...] = ()  # innermost last
 
 
-# An exporter's name for a dim it could not name (tf2onnx, onnx's own inference): no one's choice.
-_PLACEHOLDER = re.compile(r"unk__\d+")
+# Names exporters make up for a dim no one named: onnx's inference and tf2onnx (`unk__24`),
+# paddle2onnx (`DynamicDimension.0`), torch.onnx given a list of axes (`x_dynamic_axes_1`),
+# torch.export's automatic dims (`s31`).
+_PLACEHOLDER = re.compile(r"unk__\d+|DynamicDimension\.\d+|.+_dynamic_axes_\d+|s\d+")
 
 
 def own_name(dim: object) -> str | None:
     """The original's own symbolic name for a dim (`N`, `batch_size`), or None for a fixed or
-    unnamed dim or an exporter's `unk__N` placeholder."""
+    unnamed dim or an exporter's placeholder."""
     return dim if isinstance(dim, str) and dim and not _PLACEHOLDER.fullmatch(dim) else None
 
 

@@ -12,8 +12,10 @@ from click.testing import CliRunner
 from rule_support import pooled_model
 
 import onnx_fc2conv
-from onnx_fc2conv import ConvertOptions, DimNames
+from onnx_fc2conv import ConvertOptions, DimNames, RelaxedInput
 from onnx_fc2conv.cli import main
+from onnx_fc2conv.graph import set_value_info_dims
+from onnx_fc2conv.output_dims import name_outputs
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 M = 5
@@ -58,16 +60,21 @@ def test_the_originals_batch_name_is_kept_on_the_input_and_the_outputs(batch: st
     )
 
 
-@pytest.mark.parametrize("placeholder", ["unk__123", "unk__0"])
-def test_an_exporters_unk_placeholder_is_not_kept(placeholder: str) -> None:
+@pytest.mark.parametrize(
+    "placeholder",
+    # onnx and tf2onnx; paddle2onnx; torch.onnx with a list of dynamic axes; torch.export's automatic dims
+    ["unk__123", "unk__0", "DynamicDimension.0", "input_dynamic_axes_1", "s31"],
+)
+def test_an_exporters_placeholder_is_not_kept(placeholder: str) -> None:
     assert io_dims(convert(head_model(placeholder)).model) == (
         ["batch", 3, "height", "width"],
         [["batch", M, "out_height", "out_width"]],
     )
 
 
-def test_names_that_merely_start_like_a_placeholder_are_kept() -> None:
-    assert dims(convert(head_model("unk__batch")).model.graph.input[0]) == ["unk__batch", 3, "height", "width"]
+@pytest.mark.parametrize("own", ["unk__batch", "s", "sN", "DynamicDimension", "images"])
+def test_names_that_merely_look_like_a_placeholder_are_kept(own: str) -> None:
+    assert dims(convert(head_model(own)).model.graph.input[0]) == [own, 3, "height", "width"]
 
 
 def test_tf2onnx_golden_with_a_placeholder_batch() -> None:
@@ -229,3 +236,44 @@ def test_verify_accepts_a_conversion_whose_input_was_free_already() -> None:
     converted = convert(original).model
     assert dims(converted.graph.input[0]) == dims(original.graph.input[0])
     assert onnx_fc2conv.verify(original, converted).passed
+
+
+def _relaxed_conv_model(output_dims: list) -> tuple[onnx.ModelProto, list[RelaxedInput]]:
+    """conv_model relaxed by hand, its output declared `output_dims` (what onnx's inference left)."""
+    model = conv_model(["N", 3, 6, 5])
+    set_value_info_dims(model.graph.input[0], ["N", 3, "height", "width"])
+    set_value_info_dims(model.graph.output[0], output_dims)
+    relaxed = [RelaxedInput("input", ("N", 3, 6, 5), ("N", 3, "height", "width"), 0, (2, 3))]
+    return model, relaxed
+
+
+def test_an_output_onnx_lost_takes_the_symbolic_rank_and_fixed_dims() -> None:
+    """onnx's inference can lose an output (a Reshape whose target is built from Shape), leaving
+    the original's rank: the symbolic inference's rank and fixed dims replace it."""
+    model, relaxed = _relaxed_conv_model([None, None])
+    name_outputs(model, relaxed, DimNames(), {"output": ("N", 10)}, {})
+    assert dims(model.graph.output[0]) == ["N", 4, "out_height", "out_width"]
+
+
+def test_a_fixed_dim_onnx_left_unknown_is_declared_only_where_the_original_declared_it() -> None:
+    model, relaxed = _relaxed_conv_model(["N", None, None, None])
+    name_outputs(model, relaxed, DimNames(), {"output": ("N", 4, 5, 4)}, {})
+    assert dims(model.graph.output[0]) == ["N", 4, "out_height", "out_width"]
+    model, relaxed = _relaxed_conv_model(["N", None, None, None])
+    name_outputs(model, relaxed, DimNames(), {"output": ("N", 7, 5, 4)}, {})
+    assert dims(model.graph.output[0]) == ["N", None, "out_height", "out_width"]
+
+
+def test_by_position_a_rank_2_head_output_has_no_spatial_dims() -> None:
+    """An op no inference knows (a custom domain) ends the graph: dims are named by position, and
+    the class dim of a `[batch, M]` output is not called a width."""
+    model, relaxed = _relaxed_conv_model([None, None])
+    node = model.graph.node[-1]
+    node.output[0] = "map"
+    model.graph.node.append(onnx.helper.make_node("Mystery", ["map"], ["output"], domain="test.domain"))
+    model.opset_import.append(onnx.helper.make_opsetid("test.domain", 1))
+    name_outputs(model, relaxed, DimNames(), {"output": ("N", 10)}, {"output": 2})
+    assert dims(model.graph.output[0]) == ["N", None]
+    set_value_info_dims(model.graph.output[0], [None, None, None, None])
+    name_outputs(model, relaxed, DimNames(), {"output": ("N", 10)}, {"output": 2})
+    assert dims(model.graph.output[0]) == ["N", None, "out_height", "out_width"]
