@@ -148,8 +148,8 @@ class _Positional:
     """Names by position for dims the inference could not follow."""
 
     def __init__(self, relaxed: list[RelaxedInput], names: DimNames, head_ranks: dict[str, int]) -> None:
-        batched = [r for r in relaxed if r.batch_axis is not None and isinstance(r.new_shape[r.batch_axis], str)]
-        self.batch = str(batched[0].new_shape[batched[0].batch_axis]) if batched else None  # type: ignore[index]
+        batches = [r.new_shape[r.batch_axis] for r in relaxed if r.batch_axis is not None]
+        self.batch = next((b for b in batches if isinstance(b, str)), None)
         self.rank = len(relaxed[0].spatial_axes) if relaxed else 0
         self.names = names
         self.head_ranks = head_ranks
