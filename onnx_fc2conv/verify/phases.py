@@ -14,6 +14,8 @@
    and each head on every window; without FC heads, the original graph itself run at that size.
 5. Checker: `onnx.checker.check_model(full_check=True)` on the converted graph.
 
+Every run of the converted model also holds its outputs to their declared shapes (declared.py).
+
 Not vacuous: every comparison needs matching, non-empty, finite arrays; a run that compared
 nothing fails (VerificationReport.passed).
 """
