@@ -120,7 +120,9 @@ def update_manifest(records: Sequence[dict[str, Any]], replaced: Iterable[str]) 
     gone = set(replaced)
     kept = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else []
     merged = [r for r in kept if r["file"] not in gone] + list(records)
-    merged.sort(key=lambda r: (EXPORTER_ORDER[r["exporter"]], r["file"]))
+    # records of other makers (make_quantized.py) go last, in the order they have
+    last = (len(EXPORTER_ORDER), "")
+    merged.sort(key=lambda r: (EXPORTER_ORDER[r["exporter"]], r["file"]) if r["exporter"] in EXPORTER_ORDER else last)
     MANIFEST.write_text(json.dumps(merged, indent=2) + "\n")
 
 
