@@ -120,9 +120,7 @@ def update_manifest(records: Sequence[dict[str, Any]], replaced: Iterable[str]) 
     gone = set(replaced)
     kept = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else []
     merged = [r for r in kept if r["file"] not in gone] + list(records)
-    # records of other makers (make_quantized.py) go last, in the order they have
-    last = (len(EXPORTER_ORDER), "")
-    merged.sort(key=lambda r: (EXPORTER_ORDER[r["exporter"]], r["file"]) if r["exporter"] in EXPORTER_ORDER else last)
+    merged.sort(key=lambda r: (EXPORTER_ORDER.get(r["exporter"], len(EXPORTER_ORDER)), r["file"]))
     MANIFEST.write_text(json.dumps(merged, indent=2) + "\n")
 
 
