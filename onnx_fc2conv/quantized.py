@@ -8,11 +8,8 @@ scales along M (axis 0; axis 1 for a `[K, M]` MatMul weight) equals, as a Conv k
 `[M, C, *S]`, transposed behind an NHWC flatten) and the axis is 0, the kernel's output axis:
 each output feature keeps its own integers, scale and zero point. The integers are only moved.
 
-`QGemm(a, a_s, a_z, B, b_s, b_z, C, y_s, y_z)` (com.microsoft, onnxruntime's QOperator format)
-computes `y = requantize(a_s * b_s * ((a - a_z) @ (B' - b_z) + C))` in integers; `QLinearConv`
-takes the same nine operands (bias last) and computes the same per window, so the integer
-weight is rearranged like a float one and every scale and zero point is carried over. A QGemm
-without `y_s` has a float output, which `QLinearConv` has no form of: refused.
+The integer operators of onnxruntime's QOperator format (QGemm, QLinearMatMul, MatMulInteger)
+are in quantized_qoperator.py.
 
 A per-tensor pair `DQ(Q(x))` maps every element alone with the same scale and zero point, so
 `DQ(Q(flatten(f))) = flatten(DQ(Q(f)))`: the pair moves onto the map before the first Conv.
@@ -35,9 +32,9 @@ import onnx_graphsurgeon as gs
 from .graph import Edit, constant, constant_shape, node_id, node_label, producer
 from .rules.base import Code, Refusal
 
-# Operators of onnxruntime's QOperator format that hold an FC layer and are not rewritten.
-QUANTIZED_FC_OPS = frozenset({"QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat"})
-QGEMM_FLOAT_OUTPUT = "float output"
+# Operators that hold a quantized FC layer and are not rewritten (com.microsoft's fused
+# MatMulInteger -> Cast -> Mul -> Add, written by onnxruntime's own graph optimizations).
+QUANTIZED_FC_OPS = frozenset({"MatMulIntegerToFloat"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -137,36 +134,17 @@ def kernel_behind_dequantize(edit: Edit, quant: Dequantized, kernel_ints: np.nda
     return out
 
 
-def match_qgemm(node: gs.Node, label: str) -> tuple[gs.Tensor, bool, gs.Tensor | None]:
-    """A QGemm with a quantized output: (integer weight, stored [M, K], int32 bias or None)."""
-    operands = [t.name for t in node.inputs] + [""] * (9 - len(node.inputs))
-    if node.attrs.get("transA", 0) or float(node.attrs.get("alpha", 1.0)) != 1.0:
-        raise Refusal(Code.QUANTIZED_SCALING, f"{label} has transA or alpha: no QLinearConv form")
-    if not operands[7]:
-        raise Refusal(Code.QUANTIZED_OPERATOR, f"{label} has a {QGEMM_FLOAT_OUTPUT}: no QLinearConv form")
-    if not all(operands[i] for i in (1, 2, 4, 5, 8)):
-        raise Refusal(Code.QUANTIZED_OPERATOR, f"{label} lacks a zero point: QLinearConv needs every one")
-    if any(constant_shape(node.inputs[i]) is None for i in (3, 4, 5)):
-        raise Refusal(Code.NOT_CONSTANT, f"{label}: its weight, scale or zero point is not a constant")
-    bias = node.inputs[6] if operands[6] else None
-    return node.inputs[3], bool(node.attrs.get("transB", 0)), bias
-
-
-def qlinear_conv(qgemm: gs.Node, data: gs.Tensor, kernel: gs.Tensor, window: list[int]) -> gs.Node:
-    """The QLinearConv of a QGemm: its operands in QLinearConv's order, `kernel` the rearranged weight."""
-    _, a_s, a_z, _, b_s, b_z, bias, y_s, y_z = [*qgemm.inputs, *[None] * (9 - len(qgemm.inputs))]
-    inputs = [data, a_s, a_z, kernel, b_s, b_z, y_s, y_z, *([bias] if bias is not None and bias.name else [])]
-    attrs = {"kernel_shape": window, "strides": [1] * len(window), "pads": [0] * 2 * len(window)}
-    return gs.Node("QLinearConv", qgemm.name, attrs, inputs=inputs)
-
-
 # -- activations -----------------------------------------------------------------------------------
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
-def refuse_per_channel_pair(node: gs.Node, label: str) -> None:
-    """A Quantize/Dequantize on the flattened vector must be per-tensor to move onto the map."""
+def refuse_inexact_quantization(node: gs.Node, label: str) -> None:
+    """A Quantize/Dequantize on the flattened vector must be per-tensor to move onto the map; a
+    dynamic one has no exact form on it."""
+    if node.op == "DynamicQuantizeLinear":
+        reason = f"{label} reads the output of {node_label(node)}, which {_DYNAMIC_REASON}"
+        raise Refusal(Code.DYNAMIC_QUANTIZATION, reason)
     if node.op not in QDQ_OPS or len(node.inputs) < 2:
         return
     scale = constant_shape(node.inputs[1])
@@ -176,6 +154,12 @@ def refuse_per_channel_pair(node: gs.Node, label: str) -> None:
             f"{node_label(node)} before {label} quantizes the flattened vector per channel: "
             "one scale per (channel, position) has no per-channel form on the map",
         )
+
+
+_DYNAMIC_REASON = (
+    "computes its scale from the whole tensor at run time: on a larger map that scale "
+    "comes from all windows at once, not from each window as in the original"
+)
 
 
 # -- refusals --------------------------------------------------------------------------------------
@@ -197,8 +181,7 @@ def refused_quantized_nodes(graph: gs.Graph) -> list[QuantizedRefusal]:
             dynamic.append(
                 QuantizedRefusal(
                     node_id(node),
-                    f"{node_label(node)} computes its scale from the whole tensor at run time: on a larger "
-                    "map that scale comes from all windows at once, not from each window as in the original",
+                    f"{node_label(node)} {_DYNAMIC_REASON}",
                     Code.DYNAMIC_QUANTIZATION,
                 )
             )

@@ -21,7 +21,8 @@ import onnx_graphsurgeon as gs
 from .fc import FcLayer
 from .graph import Edit, constant, constant_shape, constant_source, reshape_in_place, shape
 from .heads import Head
-from .quantized import kernel_behind_dequantize, qlinear_conv, value_shape
+from .quantized import kernel_behind_dequantize, value_shape
+from .quantized_qoperator import INTEGER_FC_OPS, integer_conv
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: t
     kernel, copied = _kernel(edit, layer, perm)
     k = list(layer.kernel_shape[2:])
     inputs = [data, kernel]
-    if layer.bias is not None and layer.op != "QGemm":
+    if layer.bias is not None and layer.op not in INTEGER_FC_OPS:
         if layer.beta == 1.0 and value_shape(layer.bias) == (layer.out_features,):
             inputs.append(layer.bias)
         else:
@@ -111,8 +112,8 @@ def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: t
                 edit.constant(f"{layer.bias.name}_conv", bias_from_constant(value, layer.beta, layer.out_features))
             )
     output = layer.output
-    if layer.op == "QGemm":
-        conv = qlinear_conv(fc, data, kernel, k)
+    if layer.op in INTEGER_FC_OPS:
+        conv = integer_conv(edit, fc, data, kernel, k)
         inputs = list(conv.inputs)
         conv.inputs.clear()
     else:
