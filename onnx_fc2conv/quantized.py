@@ -7,6 +7,8 @@ scales along M (axis 0; axis 1 for a `[K, M]` MatMul weight) equals, as a Conv k
 `DQ(Q')` where `Q'` is `Q` rearranged exactly as a float weight would be (reshaped to
 `[M, C, *S]`, transposed behind an NHWC flatten) and the axis is 0, the kernel's output axis:
 each output feature keeps its own integers, scale and zero point. The integers are only moved.
+The same holds for every type `DequantizeLinear` reads: int4/uint4 (opset 21; two values a byte,
+unpacked on reading and packed again on writing by onnx's numpy_helper) and float8 (opset 19).
 
 The integer operators of onnxruntime's QOperator format (QGemm, QLinearMatMul, MatMulInteger)
 are in quantized_qoperator.py.
@@ -71,7 +73,11 @@ def dequantized(tensor: gs.Tensor) -> Dequantized | None:
     if vshape is None or sshape is None:
         return None
     if node.attrs.get("block_size", 0):
-        raise Refusal(Code.BLOCK_QUANTIZED, f"{node_label(node)} quantizes '{values.name}' block-wise")
+        raise Refusal(
+            Code.BLOCK_QUANTIZED,
+            f"{node_label(node)} quantizes '{values.name}' block-wise: its scales vary along both weight axes, "
+            "and one of them becomes the kernel's channel and window axes, which no DequantizeLinear axis spans",
+        )
     zero = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
     axis = None if int(np.prod(sshape)) == 1 else int(node.attrs.get("axis", 1)) % max(len(vshape), 1)
     return Dequantized(node, values, scale, zero, axis)

@@ -1,0 +1,108 @@
+"""QDQ heads with int4/uint4 (opset 21, two values a byte) and float8 (opset 19) weights: the kernel
+holds the same values, unpacked, rearranged and packed again, and verifies in onnxruntime."""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import onnx
+import pytest
+from builders import GraphBuilder, convert, image_model, ops
+from onnx import TensorProto, helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+import onnx_fc2conv
+
+# (numpy type, ONNX type, first opset whose DequantizeLinear reads it)
+TYPES = {
+    "int4": (ml_dtypes.int4, TensorProto.INT4, 21),
+    "uint4": (ml_dtypes.uint4, TensorProto.UINT4, 21),
+    "float8e4m3fn": (ml_dtypes.float8_e4m3fn, TensorProto.FLOAT8E4M3FN, 19),
+    "float8e5m2": (ml_dtypes.float8_e5m2, TensorProto.FLOAT8E5M2, 19),
+}
+M = 5
+
+
+def _values(kind: str, shape: tuple[int, ...]) -> np.ndarray:
+    dtype = TYPES[kind][0]
+    rng = np.random.default_rng(1)
+    if kind == "int4":
+        return rng.integers(-8, 8, shape).astype(dtype)
+    if kind == "uint4":
+        return rng.integers(0, 16, shape).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def _head(kind: str, per_channel: bool, matmul: bool, stored: dict):
+    """`Gemm(x, DQ(W [M, K], axis 0), b)` or `MatMul(x, DQ(W [K, M], axis 1)) + b`."""
+
+    def head(g: GraphBuilder, flat: str, k: int) -> str:
+        values = _values(kind, (k, M) if matmul else (M, k))
+        scale = np.linspace(0.01, 0.05, M, dtype=np.float32) if per_channel else np.array(0.03, np.float32)
+        inputs = [g.const("w_q", values, exact_name=True), g.const("w_s", scale, exact_name=True)]
+        if kind != "float8e5m2":  # DequantizeLinear takes no zero point of this type
+            zero = np.full(scale.shape, 1 if kind == "uint4" else 0).astype(TYPES[kind][0])
+            inputs.append(g.const("w_z", zero, exact_name=True))
+        stored["values"] = values
+        weight = g.op("DequantizeLinear", inputs, axis=1 if matmul else 0)
+        bias = g.const("b", g.rand((M,)))
+        if matmul:
+            return g.op("Add", [g.op("MatMul", [flat, weight]), bias])
+        return g.op("Gemm", [flat, weight, bias], transB=1)
+
+    return head
+
+
+def _dequantized(model: onnx.ModelProto, node: onnx.NodeProto) -> np.ndarray:
+    """onnx's reference implementation of one DequantizeLinear of `model` (unpacking included)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    graph = helper.make_graph(
+        [node], "dq", [], [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)],
+        [inits[name] for name in node.input],
+    )  # fmt: skip
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    return ReferenceEvaluator(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])).run(None, {})[0]
+
+
+@pytest.mark.parametrize("kind", list(TYPES))
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("matmul", [False, True])
+def test_low_bit_weight_is_rearranged_and_verifies(kind: str, per_channel: bool, matmul: bool) -> None:
+    stored: dict[str, np.ndarray] = {}
+    # spatial (4, 4) and 3 channels: K = 27, and 27 x 5 values, an odd count, leave a half-filled last byte
+    original = image_model(_head(kind, per_channel, matmul, stored), spatial=(4, 4), c=3, batch=1, opset=TYPES[kind][2])
+    result = convert(original, sizes=((8, 7), (7, 9)))
+    assert ops(result.model) == ["Conv", "Relu", "DequantizeLinear", "Conv"]
+    (dq,) = [n for n in result.model.graph.node if n.op_type == "DequantizeLinear"]
+    written = next(t for t in result.model.graph.initializer if t.name == dq.input[0])
+    assert written.data_type == TYPES[kind][1] and list(written.dims) == [M, 3, 3, 3]
+    values = numpy_helper.to_array(written)
+    expected = stored["values"].T if matmul else stored["values"]
+    np.testing.assert_array_equal(values.reshape(M, -1).astype(np.float32), expected.astype(np.float32))
+    assert next((a.i for a in dq.attribute if a.name == "axis"), 1) == 0 or not per_channel
+    # onnx's reference dequantizes the written kernel to the original weight, rearranged
+    before = _dequantized(original, next(n for n in original.graph.node if n.op_type == "DequantizeLinear"))
+    after = _dequantized(result.model, dq)
+    np.testing.assert_array_equal(after.reshape(M, -1), before.T if matmul else before)
+    checks = {(c.check, c.input_shape[0]) for c in result.verification.comparisons}
+    assert {("same size", 1), ("same size", 2), ("larger size", 2)} <= checks
+    assert len({c.input_shape for c in result.verification.comparisons if c.check == "larger size"}) == 2
+
+
+def test_block_wise_int4_weight_is_refused_with_the_reason() -> None:
+    def head(g: GraphBuilder, flat: str, k: int) -> str:
+        ints = g.const("w_q", _values("int4", (M, k)), exact_name=True)
+        scale = g.const("s", np.full((M, k // 12), 0.02, np.float32))
+        return g.op("Gemm", [flat, g.op("DequantizeLinear", [ints, scale], axis=1, block_size=12)], transB=1)
+
+    found = onnx_fc2conv.inspect(image_model(head, spatial=(5, 4), batch=1, opset=21))
+    assert [s.code.value for s in found.skipped] == ["block-quantized"]
+    assert "quantizes 'w_q' block-wise: its scales vary along both weight axes" in found.skipped[0].reason
+
+
+def test_inspect_names_the_low_bit_type() -> None:
+    from onnx_fc2conv.report import head_dict
+
+    model = image_model(_head("int4", True, False, {}), spatial=(4, 4), c=3, batch=1, opset=21)
+    (head,) = onnx_fc2conv.inspect(model).heads
+    assert [layer["quantization"] for layer in head_dict(head)["layers"]] == ["int4 per-channel, scales [5]"]
