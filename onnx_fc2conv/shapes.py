@@ -264,13 +264,14 @@ def clear_output_shapes(model: onnx.ModelProto, outputs: set[str]) -> dict[str, 
     return ranks
 
 
-def restore_output_ranks(model: onnx.ModelProto, ranks: dict[str, int]) -> None:
-    """Outputs shape inference could not reach (a custom op) keep their rank, with unknown dims."""
+def restore_output_ranks(model: onnx.ModelProto, ranks: dict[str, int], grown: dict[str, int]) -> None:
+    """Outputs shape inference could not reach (a custom op) keep their rank, with unknown dims; a
+    head output (`grown`) gains its map's spatial axes."""
     for out in model.graph.output:
         tensor_type = out.type.tensor_type
         if out.name in ranks and out.type.HasField("tensor_type") and not tensor_type.HasField("shape"):
             shape = tensor_type.shape
-            for _ in range(ranks[out.name]):
+            for _ in range(ranks[out.name] + grown.get(out.name, 0)):
                 shape.dim.add()
 
 

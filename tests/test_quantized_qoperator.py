@@ -4,11 +4,12 @@ same integers, rearranged; what onnxruntime cannot run exactly is refused with i
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from builders import GraphBuilder, backbone, convert, initializer, ops, run, session
+from builders import GraphBuilder, backbone, convert, dims, initializer, ops, run, session
 from click.testing import CliRunner
 from onnx import TensorProto, helper
 
@@ -182,3 +183,34 @@ def test_cli_converts_and_verifies_a_qlinear_matmul_head(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.count("PASSED  larger size") == 2
     assert "QLinearConv" in {n.op_type for n in onnx.load(str(target)).graph.node}
+
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+GOLDEN_MATMUL = ["ort_qop_mm_pt_keras_mnist.onnx", "ort_qop_mm_pc_keras_mnist.onnx"]
+
+
+@pytest.mark.parametrize("name", GOLDEN_MATMUL)
+def test_golden_qlinear_matmul_behind_a_channel_last_flatten(name: str) -> None:
+    """onnxruntime's QOperator MatMul head on Keras' NHWC flatten: the int8 `[K, M]` weight, K in
+    (h, w, c) order, becomes the `[M, C, H, W]` kernel by transposes of the integers only."""
+    original = onnx.load(str(MODELS / name))
+    result = convert(original)
+    written = ops(result.model)
+    assert "QLinearMatMul" not in written and "Reshape" not in written
+    assert written.count("Transpose") == 1  # the input's NHWC -> NCHW; the flatten's went into the kernel
+    first, second = [n for n in result.model.graph.node if n.op_type == "QLinearConv"][-2:]
+    stored = initializer(original, "sequential/dense/MatMul/ReadVariableOp:0_quantized")  # [K, M]
+    kernel = initializer(result.model, first.input[3])
+    m, c, h, w = kernel.shape
+    assert kernel.dtype == np.int8 == stored.dtype and (c, h * w * c) == (stored.shape[0] // (h * w), stored.shape[0])
+    np.testing.assert_array_equal(kernel, stored.T.reshape(m, h, w, c).transpose(0, 3, 1, 2))
+    assert initializer(result.model, second.input[3]).shape[2:] == (1, 1)
+    if "_pc_" in name:  # the quantized bias moved to [M, 1, 1], its integers unchanged
+        add = next(n for n in result.model.graph.node if n.op_type == "QLinearAdd")
+        bias = initializer(result.model, add.input[3])
+        np.testing.assert_array_equal(bias.reshape(-1), initializer(original, add.input[3].removesuffix("_conv")))
+        assert bias.shape == (m, 1, 1) and initializer(result.model, first.input[4]).shape == (m,)
+    checks = {(c.check, c.input_shape[0]) for c in result.verification.comparisons}
+    assert {("same size", 1), ("same size", 2), ("larger size", 2)} <= checks
+    assert len({c.input_shape for c in result.verification.comparisons if c.check == "larger size"}) == 2
+    assert dims(result.model.graph.output[0])[2:] == ["out_height", "out_width"]

@@ -1,0 +1,80 @@
+"""Golden models quantized by onnxruntime's own tool from two float goldens (issue 13).
+
+`ts_vgg_small.onnx` (Flatten head) and `ts_resnet_gap.onnx` (global-pool head), each quantized four
+ways: QDQ with per-tensor and per-channel int8 weights, QOperator (QGemm, QLinearConv), and dynamic
+(DynamicQuantizeLinear -> MatMulInteger). Activations are uint8, weights int8.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+from goldens import ort_quantization
+
+# short name: (float golden, its input shape, how far the quantized output may be from the float one)
+SOURCES = {
+    "vgg_small": ("ts_vgg_small.onnx", (1, 3, 64, 64), 0.005),  # outputs up to about 0.11
+    "resnet_gap": ("ts_resnet_gap.onnx", (1, 3, 32, 32), 0.05),  # outputs up to about 1.4
+}
+Factory = Callable[[Path, Path, CalibrationDataReader], None]
+
+
+def from_each_source(kind: str, reproduces: str) -> Callable[[Factory], Factory]:
+    """``ort_<kind>_<source>.onnx`` for every float source."""
+
+    def register(factory: Factory) -> Factory:
+        for short, (source, shape, atol) in SOURCES.items():
+            ort_quantization(f"ort_{kind}_{short}.onnx", source, shape, reproduces, atol)(factory)
+        return factory
+
+    return register
+
+
+def _static(source: Path, target: Path, images: CalibrationDataReader, **options: Any) -> None:
+    quantize_static(
+        source, target, images, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, **options
+    )  # fmt: skip
+
+
+@from_each_source("qdq_pt", "quantize_static QDQ, per-tensor int8 weights, uint8 activations")
+def qdq_per_tensor(source: Path, target: Path, images: CalibrationDataReader) -> None:
+    _static(source, target, images, quant_format=QuantFormat.QDQ, per_channel=False)
+
+
+@from_each_source("qdq_pc", "quantize_static QDQ, per-channel int8 weights, uint8 activations")
+def qdq_per_channel(source: Path, target: Path, images: CalibrationDataReader) -> None:
+    _static(source, target, images, quant_format=QuantFormat.QDQ, per_channel=True)
+
+
+@from_each_source("qop", "quantize_static QOperator (QGemm, QLinearConv)")
+def qoperator(source: Path, target: Path, images: CalibrationDataReader) -> None:
+    _static(source, target, images, quant_format=QuantFormat.QOperator, per_channel=False)
+
+
+@from_each_source("dyn", "quantize_dynamic (DynamicQuantizeLinear, MatMulInteger)")
+def dynamic(source: Path, target: Path, images: CalibrationDataReader) -> None:
+    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+
+
+# A MatMul head behind a channel-last flatten (Keras): QOperator writes QLinearMatMul on int8 [K, M]
+# weights, with the bias Add in float or, quantized too, as QLinearAdd (com.microsoft).
+MNIST = ("keras_mnist_dynbatch.onnx", (1, 28, 28, 1))
+
+
+@ort_quantization("ort_qop_mm_pt_keras_mnist.onnx", *MNIST, "quantize_static QOperator on MatMul only", 0.02, 13)
+def qoperator_matmul(source: Path, target: Path, images: CalibrationDataReader) -> None:
+    _static(source, target, images, quant_format=QuantFormat.QOperator, op_types_to_quantize=["MatMul"])
+
+
+@ort_quantization(
+    "ort_qop_mm_pc_keras_mnist.onnx", *MNIST, "quantize_static QOperator on MatMul and Add, per-channel", 0.02, 13
+)
+def qoperator_matmul_add(source: Path, target: Path, images: CalibrationDataReader) -> None:
+    _static(
+        source, target, images, quant_format=QuantFormat.QOperator, per_channel=True,
+        op_types_to_quantize=["MatMul", "Add"],
+    )  # fmt: skip
