@@ -214,3 +214,32 @@ def test_golden_qlinear_matmul_behind_a_channel_last_flatten(name: str) -> None:
     assert {("same size", 1), ("same size", 2), ("larger size", 2)} <= checks
     assert len({c.input_shape for c in result.verification.comparisons if c.check == "larger size"}) == 2
     assert dims(result.model.graph.output[0])[2:] == ["out_height", "out_width"]
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [("ort_qop_mm_pc_keras_mnist.onnx", "keras_mnist_dynbatch.onnx"), ("ort_qop_vgg_small.onnx", "ts_vgg_small.onnx")],
+)
+def test_qlinear_conv_heads_have_the_window_geometry_of_the_float_model(name: str, source: str) -> None:
+    quantized = onnx_fc2conv.window_geometry(str(MODELS / name))["output"]
+    expected = onnx_fc2conv.window_geometry(str(MODELS / source))["output"]
+    assert not isinstance(quantized, str), quantized
+    assert quantized.as_dict() == expected.as_dict()
+
+
+@pytest.mark.parametrize(
+    ("head", "shown"),
+    [
+        (_qlinear_head(True, True), ["int8 per-channel, scales [6]", "int8 per-channel, scales [5]"]),
+        (_integer_head(False, 3), ["int8 integer product, zero point [], scaled after", ""]),
+    ],
+)
+def test_the_conversion_report_shows_the_quantization_of_integer_layers(head, shown: list[str]) -> None:
+    from onnx_fc2conv.report import conversion_payload, head_lines
+
+    result = onnx_fc2conv.convert(_model(head), onnx_fc2conv.ConvertOptions(verify=False))
+    layers = conversion_payload(result)["heads"][0]["layers"]
+    assert [layer["quantization"] for layer in layers] == [s or None for s in shown]
+    rewrite = result.rewrites[0]
+    lines = head_lines(1, rewrite.head, rewrite.layers)
+    assert all(f"({text})" in "\n".join(lines) for text in shown if text)
