@@ -260,7 +260,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     }
     ranks = clear_output_shapes(model, set(output_names))  # every output may depend on the new dims
     infer_shapes(model, for_analysis=False)
-    restore_output_ranks(model, ranks, head_outputs)
+    restore_output_ranks(model, ranks)
     name_output_dims(model, head_outputs, options.dim_names)
     _set_mode(model, options)
     for head in search.heads:
