@@ -3,6 +3,8 @@ holds the same values, unpacked, rearranged and packed again, and verifies in on
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ml_dtypes
 import numpy as np
 import onnx
@@ -106,3 +108,25 @@ def test_inspect_names_the_low_bit_type() -> None:
     model = image_model(_head("int4", True, False, {}), spatial=(4, 4), c=3, batch=1, opset=21)
     (head,) = onnx_fc2conv.inspect(model).heads
     assert [layer["quantization"] for layer in head_dict(head)["layers"]] == ["int4 per-channel, scales [5]"]
+
+
+def test_golden_int4_qdq_writes_the_same_int4_values_and_verifies() -> None:
+    """onnxruntime's own int4 QDQ (models/ort_qdq_int4_pc_vgg_small.onnx): every head kernel holds the
+    original's int4 values, only reshaped ([M, K] rows, transB=1), and verifies at two larger sizes."""
+    models = Path(__file__).resolve().parent.parent / "models"
+    original = onnx.load(str(models / "ort_qdq_int4_pc_vgg_small.onnx"))
+    result = convert(original)
+    stored = {t.name: t for t in original.graph.initializer}
+    written = {t.name: t for t in result.model.graph.initializer}
+    head = [n for n in result.model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("_conv")]
+    assert len(head) == 3
+    for dq in head:
+        kernel, before = written[dq.input[0]], stored[dq.input[0].removesuffix("_conv")]
+        assert kernel.data_type == before.data_type == TensorProto.INT4 and len(kernel.dims) == 4
+        np.testing.assert_array_equal(
+            numpy_helper.to_array(kernel).reshape(tuple(before.dims)), numpy_helper.to_array(before)
+        )
+        assert next(a.i for a in dq.attribute if a.name == "axis") == 0
+    checks = {(c.check, c.input_shape[0]) for c in result.verification.comparisons}
+    assert {("same size", 1), ("same size", 2), ("larger size", 2)} <= checks
+    assert len({c.input_shape for c in result.verification.comparisons if c.check == "larger size"}) == 2

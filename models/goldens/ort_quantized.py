@@ -2,15 +2,19 @@
 
 `ts_vgg_small.onnx` (Flatten head) and `ts_resnet_gap.onnx` (global-pool head), each quantized four
 ways: QDQ with per-tensor and per-channel int8 weights, QOperator (QGemm, QLinearConv), and dynamic
-(DynamicQuantizeLinear -> MatMulInteger). Activations are uint8, weights int8.
+(DynamicQuantizeLinear -> MatMulInteger). Activations are uint8, weights int8; and `ts_vgg_small.onnx`
+with int4 weights (DequantizeLinear reads int4 from opset 21 on).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import onnx
+from onnx import version_converter
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
 from goldens import ort_quantization
@@ -35,9 +39,8 @@ def from_each_source(kind: str, reproduces: str) -> Callable[[Factory], Factory]
 
 
 def _static(source: Path, target: Path, images: CalibrationDataReader, **options: Any) -> None:
-    quantize_static(
-        source, target, images, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, **options
-    )  # fmt: skip
+    types = {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8}
+    quantize_static(source, target, images, **{**types, **options})
 
 
 @from_each_source("qdq_pt", "quantize_static QDQ, per-tensor int8 weights, uint8 activations")
@@ -78,3 +81,14 @@ def qoperator_matmul_add(source: Path, target: Path, images: CalibrationDataRead
         source, target, images, quant_format=QuantFormat.QOperator, per_channel=True,
         op_types_to_quantize=["MatMul", "Add"],
     )  # fmt: skip
+
+
+@ort_quantization(
+    "ort_qdq_int4_pc_vgg_small.onnx", *SOURCES["vgg_small"][:2],
+    "onnx's version converter to opset 21, then quantize_static QDQ, per-channel int4 weights", 0.01, opset=21,
+)  # fmt: skip
+def qdq_int4_per_channel(source: Path, target: Path, images: CalibrationDataReader) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        at_21 = Path(folder) / source.name
+        onnx.save(version_converter.convert_version(onnx.load(str(source)), 21), str(at_21))
+        _static(at_21, target, images, quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt4)
