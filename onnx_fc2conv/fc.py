@@ -132,7 +132,7 @@ def _quantization(node: gs.Node, weight: gs.Tensor, quant: Dequantized | None) -
     """Read at match time: the rewrite empties the FC node."""
     if node.op in INTEGER_FC_OPS:
         return integer_quantization(node)
-    return "" if quant is None else quantization_of(quant.values, quant.scale)
+    return "" if quant is None else quantization_of(quant.values, quant.scale, quant.block_size)
 
 
 def _gemm(node: gs.Node, data: gs.Tensor, label: str):

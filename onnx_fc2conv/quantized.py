@@ -16,9 +16,13 @@ are in quantized_qoperator.py.
 A per-tensor pair `DQ(Q(x))` maps every element alone with the same scale and zero point, so
 `DQ(Q(flatten(f))) = flatten(DQ(Q(f)))`: the pair moves onto the map before the first Conv.
 A per-channel pair on the flattened vector has one scale per `(c, h, w)` position, which no
-per-channel pair on the map (one scale per channel) reproduces: refused. Block-wise weight
-quantization (`block_size`) shares scales across input features, and the blocks would no
-longer be contiguous in the kernel: refused.
+per-channel pair on the map (one scale per channel) reproduces: refused.
+
+Block-wise weight quantization (`block_size`, opset 21) gives the scales a second axis: one per
+block of input features. Split into the kernel's channel and window axes the blocks would no
+longer lie along one axis, which `DequantizeLinear` needs; so the `DequantizeLinear` stays on the
+stored weight, integers untouched, and its float output is rearranged into the kernel by
+`Transpose`/`Reshape`: the kernel holds the very values the FC layer multiplied by.
 
 `DynamicQuantizeLinear` computes one scale from the whole tensor at run time; on a larger map
 that scale comes from all windows at once, so no window sees the scale of the original: refused.
@@ -48,10 +52,11 @@ class Dequantized:
     scale: gs.Tensor
     zero_point: gs.Tensor | None
     axis: int | None  # None: per-tensor
+    block_size: int = 0  # > 0: block-wise along `axis`
 
     @property
     def per_channel(self) -> bool:
-        return self.axis is not None
+        return self.axis is not None and not self.block_size
 
     @property
     def dtype(self) -> str:
@@ -64,7 +69,7 @@ class Dequantized:
 
 
 def dequantized(tensor: gs.Tensor) -> Dequantized | None:
-    """`tensor` as `DequantizeLinear` of constant integers, or None; block-wise is refused."""
+    """`tensor` as `DequantizeLinear` of constant integers, or None."""
     node = producer(tensor)
     if node is None or node.op != "DequantizeLinear" or len(node.inputs) < 2:
         return None
@@ -72,21 +77,19 @@ def dequantized(tensor: gs.Tensor) -> Dequantized | None:
     vshape, sshape = constant_shape(values), constant_shape(scale)
     if vshape is None or sshape is None:
         return None
-    if node.attrs.get("block_size", 0):
-        raise Refusal(
-            Code.BLOCK_QUANTIZED,
-            f"{node_label(node)} quantizes '{values.name}' block-wise: its scales vary along both weight axes, "
-            "and one of them becomes the kernel's channel and window axes, which no DequantizeLinear axis spans",
-        )
     zero = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
-    axis = None if int(np.prod(sshape)) == 1 else int(node.attrs.get("axis", 1)) % max(len(vshape), 1)
-    return Dequantized(node, values, scale, zero, axis)
+    block = int(node.attrs.get("block_size", 0))
+    axis = None if int(np.prod(sshape)) == 1 and not block else int(node.attrs.get("axis", 1)) % max(len(vshape), 1)
+    return Dequantized(node, values, scale, zero, axis, block)
 
 
-def quantization_of(values: gs.Tensor, scale: gs.Tensor) -> str:
-    """How a weight is quantized, for reports: its type, per-tensor or per-channel, scales' shape."""
+def quantization_of(values: gs.Tensor, scale: gs.Tensor, block_size: int = 0) -> str:
+    """How a weight is quantized, for reports: its type, per-tensor, per-channel or block-wise,
+    scales' shape."""
     ints, scales = constant(values), constant_shape(scale) or ()
     kind = "per-tensor" if int(np.prod(scales)) == 1 else "per-channel"
+    if block_size:
+        kind = f"block-wise ({block_size})"
     return f"{'?' if ints is None else ints.dtype} {kind}, scales {list(scales)}"
 
 
@@ -108,7 +111,7 @@ def quantized_weight(weight: gs.Tensor, out_axis: int, alpha: float, label: str)
         return None
     if alpha != 1.0:
         raise Refusal(Code.QUANTIZED_SCALING, f"{label} scales its quantized weight by alpha={alpha}")
-    if quant.per_channel and quant.axis != out_axis:
+    if quant.per_channel and quant.axis != out_axis:  # block-wise: dequantized before the rearrangement
         raise Refusal(
             Code.QUANT_AXIS,
             f"{label}: weight '{weight.name}' is quantized along axis {quant.axis}, not per output feature",
@@ -137,6 +140,34 @@ def kernel_behind_dequantize(edit: Edit, quant: Dequantized, kernel_ints: np.nda
         attrs["axis"] = 0
     inputs = [ints, quant.scale, *([quant.zero_point] if quant.zero_point is not None else [])]
     edit.add_node("DequantizeLinear", f"{quant.node.name or 'DequantizeLinear'}_conv", inputs, [out], at=at, **attrs)
+    return out
+
+
+def kernel_after_dequantize(
+    edit: Edit, weight: gs.Tensor, weight_is_mk: bool, kernel_shape: tuple[int, ...], perm: tuple[int, ...] | None,
+    at: gs.Node,
+) -> gs.Variable:  # fmt: skip
+    """The float output of a block-wise `DequantizeLinear` rearranged into the kernel, as
+    rewrite.kernel_from_weight rearranges a constant: `[K, M]` transposed, reshaped to the
+    stored order `[M, *S', C']`, transposed back to `[M, C, *S]` behind a channel-last flatten."""
+    m, c, *spatial = kernel_shape
+    channel_first = (c, *spatial)
+    stored = kernel_shape if perm is None else (m, *(channel_first[p - 1] for p in perm[1:]))
+    out = weight
+    if not weight_is_mk:
+        out = _float_node(edit, "Transpose", [out], (m, int(np.prod(channel_first))), at, perm=[1, 0])
+    target = edit.constant(f"{weight.name}_kernel_shape", np.array(stored, np.int64))
+    out = _float_node(edit, "Reshape", [out, target], stored, at)
+    if perm is not None:
+        inverse = np.argsort(perm)
+        back = [0, *(int(inverse[j]) for j in range(1, len(perm)))]
+        out = _float_node(edit, "Transpose", [out], kernel_shape, at, perm=back)
+    return out
+
+
+def _float_node(edit: Edit, op: str, inputs: list[gs.Tensor], out_shape, at: gs.Node, **attrs) -> gs.Variable:
+    out = gs.Variable(edit.fresh(f"{inputs[0].name}_{op.lower()}"), dtype=inputs[0].dtype, shape=list(out_shape))
+    edit.add_node(op, f"{at.name or op}_{op.lower()}", inputs, [out], at=at, **attrs)
     return out
 
 

@@ -21,7 +21,7 @@ import onnx_graphsurgeon as gs
 from .fc import FcLayer
 from .graph import Edit, constant, constant_shape, constant_source, reshape_in_place, shape
 from .heads import Head
-from .quantized import kernel_behind_dequantize, value_shape
+from .quantized import kernel_after_dequantize, kernel_behind_dequantize, value_shape
 from .quantized_qoperator import INTEGER_FC_OPS, integer_conv
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,10 @@ def rewrite_head(edit: Edit, head: Head) -> list[LayerRewrite]:
 
 
 def _kernel(edit: Edit, layer: FcLayer, perm: tuple[int, ...] | None) -> tuple[gs.Tensor, bool]:
+    if layer.quant is not None and layer.quant.block_size:  # dequantized as stored, then rearranged
+        return kernel_after_dequantize(
+            edit, layer.weight, layer.weight_is_mk, layer.kernel_shape, perm, layer.nodes[0]
+        ), True
     if layer.quant is not None:  # the integers are rearranged, the DequantizeLinear moves its axis
         ints = constant(layer.quant.values)
         assert ints is not None

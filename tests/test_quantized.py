@@ -180,20 +180,6 @@ def test_weight_quantized_per_input_feature_is_refused() -> None:
     assert "quantized along axis 1, not per output feature" in reason
 
 
-def test_block_wise_weight_quantization_is_refused() -> None:
-    def head(g: GraphBuilder, flat: str, k: int) -> str:
-        rng = np.random.default_rng(0)
-        ints = g.const("w_q", rng.integers(-127, 128, (5, k)).astype(np.int8))
-        w = g.op(
-            "DequantizeLinear", [ints, g.const("s", np.full((5, k // 16), 0.01, np.float32))], axis=1, block_size=16
-        )
-        return g.op("Gemm", [flat, w], transB=1)
-
-    code, reason = _refusal(image_model(head, spatial=(5, 4), batch=1, opset=21))
-    assert code == "block-quantized"
-    assert "block-wise" in reason
-
-
 def test_dynamic_quantize_linear_in_a_built_graph_is_named() -> None:
     def head(g: GraphBuilder, flat: str, k: int) -> str:
         q, s, z = g.op("DynamicQuantizeLinear", [flat], n_out=3, name="dyn")

@@ -9,7 +9,7 @@ import ml_dtypes
 import numpy as np
 import onnx
 import pytest
-from builders import GraphBuilder, convert, image_model, ops
+from builders import GraphBuilder, backbone, convert, image_model, ops
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -91,15 +91,40 @@ def test_low_bit_weight_is_rearranged_and_verifies(kind: str, per_channel: bool,
     assert len({c.input_shape for c in result.verification.comparisons if c.check == "larger size"}) == 2
 
 
-def test_block_wise_int4_weight_is_refused_with_the_reason() -> None:
-    def head(g: GraphBuilder, flat: str, k: int) -> str:
-        ints = g.const("w_q", _values("int4", (M, k)), exact_name=True)
-        scale = g.const("s", np.full((M, k // 12), 0.02, np.float32))
-        return g.op("Gemm", [flat, g.op("DequantizeLinear", [ints, scale], axis=1, block_size=12)], transB=1)
-
-    found = onnx_fc2conv.inspect(image_model(head, spatial=(5, 4), batch=1, opset=21))
-    assert [s.code.value for s in found.skipped] == ["block-quantized"]
-    assert "quantizes 'w_q' block-wise: its scales vary along both weight axes" in found.skipped[0].reason
+@pytest.mark.parametrize(
+    ("kind", "layout", "rearranged"),
+    [
+        ("int4", "gemm", ["Reshape"]),  # [M, K], blocks along K (axis 1)
+        ("int8", "matmul", ["Transpose", "Reshape"]),  # [K, M], blocks along K (axis 0)
+        ("uint4", "nhwc", ["Reshape", "Transpose"]),  # rows in (h, w, c) order
+    ],
+)
+def test_block_wise_weight_is_dequantized_as_stored_then_rearranged(kind: str, layout: str, rearranged) -> None:
+    """The blocks run along the input features, which the kernel splits into channel and window axes:
+    the DequantizeLinear stays on the stored integers and its float output is rearranged."""
+    g = GraphBuilder(opset=21)
+    feature = backbone(g, g.input("input", [1, 3, 5, 4]), 3, 4)  # [4, 4, 3]: K = 48
+    if layout == "nhwc":
+        feature = g.op("Transpose", [feature], perm=[0, 2, 3, 1])
+    flat = g.op("Flatten", [feature], axis=1)
+    values = _values("int4" if kind == "int8" else kind, (48, M) if layout == "matmul" else (M, 48))
+    values = values.astype(np.int8) if kind == "int8" else values
+    axis = 0 if layout == "matmul" else 1
+    scale = np.linspace(0.01, 0.05, 4 * M, dtype=np.float32).reshape((4, M) if axis == 0 else (M, 4))
+    inputs = [g.const("w_q", values, exact_name=True), g.const("w_s", scale, exact_name=True)]
+    weight = g.op("DequantizeLinear", inputs, axis=axis, block_size=12)
+    y = g.op("MatMul", [flat, weight]) if layout == "matmul" else g.op("Gemm", [flat, weight], transB=1)
+    g.output(y, shape=[1, M])
+    original = g.build()
+    result = convert(original, sizes=((8, 7), (7, 9)))
+    assert ops(result.model) == ["Conv", "Relu", "DequantizeLinear", *rearranged, "Conv"]  # NHWC: Transpose absorbed
+    (dq,) = [n for n in result.model.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq.input[0] == "w_q" and next(a.i for a in dq.attribute if a.name == "block_size") == 12
+    before, after = (next(t for t in m.graph.initializer if t.name == "w_q") for m in (original, result.model))
+    assert after.SerializeToString() == before.SerializeToString()  # the integers are not even moved
+    assert len({c.input_shape for c in result.verification.comparisons if c.check == "larger size"}) == 2
+    found = onnx_fc2conv.inspect(original).heads[0].layers[0].quantization
+    assert found == f"{kind} block-wise (12), scales {list(scale.shape)}"
 
 
 def test_inspect_names_the_low_bit_type() -> None:
