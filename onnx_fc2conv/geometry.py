@@ -35,7 +35,7 @@ CHANNEL_OPS = (
     | INDEX_OPS
     | frozenset({"BatchNormalization", "InstanceNormalization", "LRN", "Concat", "Identity", "QuantizeLinear"})
     | frozenset({"DequantizeLinear", "Where", "Equal", "Greater", "Less", "And", "Or", "Mean"})
-    | frozenset({"QLinearAdd", "QLinearMul"})  # com.microsoft's elementwise ops on quantized maps
+    | frozenset({"QLinearAdd", "QLinearMul", "QLinearSoftmax"})  # com.microsoft's, per location
 )
 
 

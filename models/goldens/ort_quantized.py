@@ -92,3 +92,10 @@ def qdq_int4_per_channel(source: Path, target: Path, images: CalibrationDataRead
         at_21 = Path(folder) / source.name
         onnx.save(version_converter.convert_version(onnx.load(str(source)), 21), str(at_21))
         _static(at_21, target, images, quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt4)
+
+
+@ort_quantization(
+    "ort_qop_all_keras_mnist.onnx", *MNIST, "quantize_static QOperator on every op, per-channel", 0.02, 13
+)
+def qoperator_all(source: Path, target: Path, images: CalibrationDataReader) -> None:
+    _static(source, target, images, quant_format=QuantFormat.QOperator, per_channel=True)
