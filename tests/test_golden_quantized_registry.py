@@ -38,3 +38,23 @@ def test_a_quantized_golden_is_made_again_byte_for_byte(registry, tmp_path) -> N
     golden = registry.REGISTRY["ort_qop_mm_pc_keras_mnist.onnx"]
     export.export(golden, tmp_path / golden.file)
     assert (tmp_path / golden.file).read_bytes() == (MODELS / golden.file).read_bytes()
+
+
+QUANTIZED = sorted(p.name for p in MODELS.glob("ort_*.onnx"))
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_every_quantized_golden_converts_or_is_refused_for_dynamic_quantization(name: str) -> None:
+    """Issue 13's bar: each verifies at batch 2 and two larger sizes, or is refused with its reason."""
+    import onnx_fc2conv
+    from onnx_fc2conv.errors import NotConvertibleError
+
+    if name.startswith("ort_dyn_"):
+        with pytest.raises(NotConvertibleError, match=r"DynamicQuantizeLinear '.*' computes its scale from the whole"):
+            onnx_fc2conv.convert(str(MODELS / name))
+        return
+    result = onnx_fc2conv.convert(str(MODELS / name))
+    assert result.verification is not None and result.verification.passed
+    larger = {c.input_shape for c in result.verification.comparisons if c.check == "larger size"}
+    assert len(larger) == 2 and all(shape[0] == 2 for shape in larger)
+    assert any(c.check == "same size" and c.input_shape[0] == 2 for c in result.verification.comparisons)
