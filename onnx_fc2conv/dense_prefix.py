@@ -11,8 +11,11 @@ commutes with affine maps); with a nonlinearity in `g` or `f` it is not, and the
 On the pooled `[N, C, 1, ..]` tensor a LayerNormalization with `axis=1` normalizes over `C` and
 unit dims: the channels only. On the map that axis would take the spatial dims in too, so it runs
 channel-last between two Transposes. A constant shaped for the flattened `[N, C]` vector (`[C]`,
-`[1, C]`) is reshaped to `[C, 1, ..]` on the map. A layer that reads the spatial extent (a 3 x 3
-Conv, a norm over the spatial axes) refuses dense mode for its head, naming the node and why.
+`[1, C]`) is reshaped to `[C, 1, ..]` on the map. A Transpose that moves the channels last (and
+one that moves them back) works on the map as it is, and so do a LayerNormalization over the last
+axis and per-channel constants between them (timm's LayerNorm2d). Branches of one tensor that meet
+again (`x * relu6(x + 3) / 6`) move together. A layer that reads the spatial extent (a 3 x 3 Conv,
+a norm over the spatial axes) refuses dense mode for its head, naming the node and why.
 
 Keras writes its classifier as a 1 x 1 Conv on the pooled map followed by a `Reshape [N, M]`, no
 FC layer: in dense mode that pair is the head's one layer (`conv_classifier`).
@@ -27,7 +30,7 @@ from typing import TYPE_CHECKING
 import onnx_graphsurgeon as gs
 
 from .fc import FcLayer
-from .graph import Edit, constant, constant_shape, node_label, producer, shape, sole_user, static_tail
+from .graph import Edit, constant, constant_shape, is_output, node_label, producer, shape, sole_user, static_tail
 from .rules.base import axes_of
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
 from .rules.flatten_pool import GLOBAL_POOLS, LINEAR_POOLS
@@ -75,39 +78,57 @@ def _data_input(node: gs.Node) -> int | None:
 def pointwise_prefix(graph: gs.Graph, fc: gs.Node, data: gs.Tensor) -> FlattenMatch | str | None:
     """The head's flatten record when a global pool and only pointwise layers sit before `fc`
     (densify then moves the head in front of the pool); why not, naming the node, when something
-    else sits between them; None when no global pool is there."""
+    else sits between them; None when no single global pool is there."""
     width = static_tail(data)
     if width is None or not _pooled(data):
         return None
-    chain: list[gs.Node] = []  # FC side first; a layer that grows the pooled map is refused below
-    tensor, pool = data, None
-    while pool is None and len(chain) < _MAX_CHAIN:
-        node = producer(tensor)
-        if node is None:
-            return None
-        pool = global_pool(node)
-        if pool is None:
-            index = _data_input(node)
-            if index is None:
-                return None
-            chain.append(node)
-            tensor = node.inputs[index]
+    region, pool = _region(data)
     if pool is None:
         return None
-    chain.reverse()
-    for node, out in zip([pool.node, *chain], [*chain, fc], strict=True):
-        if sole_user(graph, node.outputs[0]) is not out or any(o.outputs for o in node.outputs[1:] if o.name):
-            return f"'{node.outputs[0].name}' between the pool and the FC layers is also used elsewhere"
-    for node in chain:
-        why = not_pointwise(node)
+    order = {id(n): i for i, n in enumerate(graph.nodes)}
+    layers = sorted(region, key=lambda n: order[id(n)])  # map side first
+    inside = {id(n) for n in layers} | {id(fc)}
+    for node in layers:  # the pool stays as it is for other readers; these nodes change
+        for out in node.outputs:
+            if is_output(graph, out) or any(id(u) not in inside for u in out.outputs):
+                return f"'{out.name}' between the pool and the FC layers is also used elsewhere"
+    channel_last = {id(pool.node.outputs[0]): False}  # per tensor: the channels on the last axis
+    for node in layers:
+        last = any(channel_last.get(id(t), False) for t in node.inputs)
+        why = _channel_last_problem(node, last) if last or node.op == "Transpose" else not_pointwise(node)
         if why is not None:
             return f"{node_label(node)} between the pool and the FC layers is not pointwise: {why}"
-    flatten = next((n for n in reversed(chain) if n.op in _FLATTENS), None)
+        channel_last.update((id(t), last != (node.op == "Transpose")) for t in node.outputs)
+    flatten = next((n for n in reversed(layers) if n.op in _FLATTENS), None)
     kind = FlattenKind.REDUCE if flatten is None else FlattenKind(flatten.op.lower().replace("unsqueeze", "reshape"))
     spatial = (1,) * (len(pool.source_shape) - 1)
-    moved = tuple(n for n in chain if n.op not in _FLATTENS)
-    ops = tuple(n.op for n in chain)
+    moved = tuple(n for n in layers if n.op not in _FLATTENS)
+    ops = tuple(n.op for n in layers)
     return FlattenMatch(kind, ops, flatten, pool.node.outputs[0], (width[0], *spatial), between=moved, pool=pool)
+
+
+def _region(data: gs.Tensor) -> tuple[list[gs.Node], Pool | None]:
+    """The nodes between one global pool and `data` (a chain, or branches that meet again, as in
+    `x * relu6(x + 3) / 6`), and that pool; no pool when the walk leaves the head."""
+    nodes: dict[int, gs.Node] = {}
+    pools: dict[int, Pool] = {}
+    stack, seen = [data], set()
+    while stack:
+        tensor = stack.pop()
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        node = producer(tensor)
+        if node is None or len(nodes) >= _MAX_CHAIN:
+            return [], None
+        pool = global_pool(node)
+        if pool is not None:
+            pools[id(node)] = pool
+            continue
+        nodes[id(node)] = node
+        inputs = node.inputs[:1] if node.op in _FLATTENS else node.inputs  # a computed target is dropped
+        stack.extend(t for t in inputs if t.name and constant_shape(t) is None)
+    return (list(nodes.values()), next(iter(pools.values()))) if len(pools) == 1 else ([], None)
 
 
 def not_pointwise(node: gs.Node) -> str | None:
@@ -116,8 +137,8 @@ def not_pointwise(node: gs.Node) -> str | None:
     rank = len(in_dims) + 1 if in_dims is not None else 0
     if node.op in _FLATTENS:
         out = static_tail(node.outputs[0])
-        if out is None or in_dims is None or out[0] != in_dims[0] or any(d != 1 for d in out[1:]):
-            return f"it reshapes {_dims(in_dims)} to {_dims(out)}, not only unit dims"
+        if not out or not in_dims or out[0] != in_dims[0] or any(d != 1 for d in out[1:]):
+            return f"it reshapes {_dims(shape(node.inputs[0]))} to {_dims(shape(node.outputs[0]))}, not only unit dims"
         return None
     if node.op == "Conv":
         weight = constant_shape(node.inputs[1]) if len(node.inputs) > 1 else None
@@ -139,16 +160,43 @@ def not_pointwise(node: gs.Node) -> str | None:
         return f"{node.op} reads the spatial extent"
     if node.op in Elementwise.ops:
         others = [t for i, t in enumerate(node.inputs) if i != _data_input(node) and t.name]
-        if any(math.prod(constant_shape(t) or (0,)) != 1 for t in others):
+        if any((dims := constant_shape(t)) is None or math.prod(dims) != 1 for t in others):
             return "its other operands are not scalar constants"
         return None
+    if node.op in _BINARY and _data_input(node) is None and len(node.inputs) == 2:  # two branches meet
+        first, second = (shape(t) for t in node.inputs)
+        return None if first == second else f"its operands' shapes {_dims(first)} and {_dims(second)} differ"
     if node.op in _BINARY:
         const = node.inputs[1 - (_data_input(node) or 0)] if len(node.inputs) == 2 else None
         dims = constant_shape(const) if const is not None else None
         if dims is None or not _per_channel(dims, rank, in_dims[0] if in_dims else 0):
-            return f"its constant {_dims(dims)} is not a scalar or one value per channel"
+            return f"its constant of shape {_dims(dims)} is not a scalar or one value per channel"
         return None
     return f"{node.op} is not a layer dense mode moves"
+
+
+def _channel_last_problem(node: gs.Node, last: bool) -> str | None:
+    """A Transpose that moves the channels last or back (timm's LayerNorm2d: Transpose ->
+    LayerNormalization(axis=-1) -> Transpose), or a layer on a channel-last pooled tensor: both
+    run on the map as they are."""
+    dims = shape(node.inputs[0]) or ()
+    rank = len(dims)
+    if node.op == "Transpose":
+        wanted = [0, rank - 1, *range(1, rank - 1)] if last else [0, *range(2, rank), 1]
+        perm = list(node.attrs.get("perm", []))
+        return None if rank >= 3 and perm == wanted else f"its perm {perm} is not {wanted}"
+    if node.op == "LayerNormalization":
+        axis = int(node.attrs.get("axis", -1)) % rank
+        return None if axis == rank - 1 else f"it normalizes over axes {list(range(axis, rank))} of channels-last data"
+    if node.op in _BINARY and _data_input(node) is not None:
+        const = constant_shape(node.inputs[1 - (_data_input(node) or 0)]) if len(node.inputs) == 2 else None
+        full = None if const is None or len(const) > rank else (1,) * (rank - len(const)) + tuple(const)
+        if full is None or any(d != 1 for d in full[:-1]) or full[-1] not in (1, dims[-1]):
+            return f"its constant of shape {_dims(const)} is not a scalar or one value per channel"
+        return None
+    if node.op in Elementwise.ops or node.op in _BINARY:
+        return not_pointwise(node)
+    return f"{node.op} on channels-last data is not a layer dense mode moves"
 
 
 def _per_channel(dims: tuple[int, ...], rank: int, channels: int) -> bool:
@@ -158,14 +206,14 @@ def _per_channel(dims: tuple[int, ...], rank: int, channels: int) -> bool:
     return full[0] == 1 and full[1] in (1, channels) and all(d == 1 for d in full[2:])
 
 
-def _dims(dims: tuple[int, ...] | None) -> str:
-    return "an unknown shape" if dims is None else str(["N", *dims])
+def _dims(dims: tuple | None) -> str:
+    return "unknown" if dims is None else str(list(dims))
 
 
 def affine(node: gs.Node) -> bool:
     """A moved node keeps the head affine (a dense map then averages to the logits)."""
-    if node.op == "Div":
-        return constant_shape(node.inputs[1]) is not None  # x / c, not c / x
+    if node.op in ("Mul", "Div"):  # x * c, x / c; not c / x nor x * f(x)
+        return any(constant_shape(t) is not None for t in node.inputs[1 if node.op == "Div" else 0 :])
     return node.op in _AFFINE
 
 
@@ -252,24 +300,37 @@ def conv_classifier(graph: gs.Graph, node: gs.Node) -> tuple[FcLayer, FlattenMat
 
 
 def move_onto_map(edit: Edit, nodes: tuple[gs.Node, ...], source: gs.Tensor) -> gs.Tensor:
-    """Chain `nodes` (map side first) onto `source`; returns what the first FC layer reads."""
+    """Run `nodes` (in graph order) on the map `source`: each input they read from the pool or a
+    flatten now comes from what that pool or flatten read. Returns what the first FC layer reads."""
     rank = len(shape(source) or ())
+    moved = {id(t) for n in nodes for t in n.outputs}
+    last = nodes[-1].outputs[0] if nodes else source  # a LayerNorm's stays its (Transpose's) output
     for node in nodes:
-        index = _data_input(node)
-        assert index is not None
-        flat = len(shape(node.inputs[index]) or ()) == 2  # it read the flattened [N, C] vector
-        node.inputs[index] = source
-        source = node.outputs[0]
-        if node.op == "LayerNormalization":
-            _channel_last(edit, node, rank)
-        elif node.op in _BINARY and flat and rank > 2:
-            const = node.inputs[1 - index]
-            dims = constant_shape(const) or ()
-            if math.prod(dims) > 1:
-                value = constant(const)
+        flat = len(shape(node.outputs[0]) or ()) == 2  # it worked on the flattened [N, C] vector
+        for index, tensor in enumerate(node.inputs):
+            if tensor.name and constant_shape(tensor) is None and id(tensor) not in moved:
+                node.inputs[index] = _on_map(tensor, moved, source)
+            elif node.op in _BINARY and flat and rank > 2 and math.prod(constant_shape(tensor) or ()) > 1:
+                value = constant(tensor)
                 assert value is not None
-                node.inputs[1 - index] = edit.constant(f"{const.name}_map", value.reshape(-1, *([1] * (rank - 2))))
-    return source
+                node.inputs[index] = edit.constant(f"{tensor.name}_map", value.reshape(-1, *([1] * (rank - 2))))
+        if node.op == "LayerNormalization" and not _normalizes_last_axis(node, rank):
+            _channel_last(edit, node, rank)
+    return last
+
+
+def _normalizes_last_axis(node: gs.Node, rank: int) -> bool:
+    """A LayerNormalization over the last axis of the map: it already reads channels-last data."""
+    return len(shape(node.outputs[0]) or ()) == rank > 2 and int(node.attrs.get("axis", -1)) % rank == rank - 1
+
+
+def _on_map(tensor: gs.Tensor, moved: set[int], source: gs.Tensor) -> gs.Tensor:
+    """The map-side tensor a pooled or flattened `tensor` came from."""
+    while tensor is not source and id(tensor) not in moved:
+        node = producer(tensor)
+        assert node is not None, f"'{tensor.name}' does not come from the map"
+        tensor = node.inputs[0]
+    return tensor
 
 
 def _channel_last(edit: Edit, node: gs.Node, rank: int) -> None:

@@ -183,6 +183,21 @@ def test_a_keepdims_0_reduce_with_a_per_channel_prelu() -> None:
     _assert_head_at_every_location(model, result)
 
 
+def test_a_channels_last_layernorm_between_transposes_runs_as_it_is() -> None:
+    """timm's LayerNorm2d (ConvNeXt) through TorchScript: Transpose -> LayerNorm(axis=-1) -> Transpose."""
+    chain = """
+        t = Transpose <perm = [0, 2, 3, 1]> (p)
+        n = LayerNormalization <axis = -1> (t, ls, lb)
+        m = Mul (n, scale)
+        b = Transpose <perm = [0, 3, 1, 2]> (m)
+        h = Flatten (b)
+    """
+    model = _model(chain, width=C, ls=(C,), lb=(C,), scale=(1, 1, 1, C))
+    result = _dense(model)
+    assert ops(result.model) == [*BACKBONE, "Transpose", "LayerNormalization", "Mul", "Transpose", "Conv"]
+    _assert_head_at_every_location(model, result)
+
+
 # -- refusals of dense mode ----------------------------------------------------------------------------
 
 
@@ -201,6 +216,27 @@ def test_a_keepdims_0_reduce_with_a_per_channel_prelu() -> None:
             K * 9,  # the pad grows the pooled 1 x 1 to 3 x 3
             "Conv 'k' between the pool and the FC layers is not pointwise: "
             "it has a stride or a pad, which change the spatial extent",
+        ),
+        (
+            "k1 = Reshape (p, flat)\n        k = Reshape (k1, back)",  # timm ConvNeXt through dynamo
+            {"flat": np.array([-1]), "back": np.array([1, C, 1, 1])},
+            C,
+            "Reshape 'k1' between the pool and the FC layers is not pointwise: "
+            "it reshapes [1, 4, 1, 1] to [4], not only unit dims",
+        ),
+        (
+            "k1 = Transpose <perm = [0, 2, 3, 1]> (p)\n        k = Relu (k1)",
+            {},
+            C,
+            "Flatten 'h' between the pool and the FC layers is not pointwise: "
+            "Flatten on channels-last data is not a layer dense mode moves",
+        ),
+        (
+            "k1 = Transpose <perm = [0, 2, 3, 1]> (p)\n        k = BatchNormalization (k1, bs, bb, bm, bv)",
+            _bn(1),
+            C,
+            "BatchNormalization 'k' between the pool and the FC layers is not pointwise: "
+            "BatchNormalization on channels-last data is not a layer dense mode moves",
         ),
         (
             "k = LayerNormalization <axis = -1> (p, ls, lb)",
@@ -224,16 +260,19 @@ def test_a_layer_that_is_not_pointwise_keeps_the_head_behind_the_pool(
     model = _model(f"{chain}\n        h = Flatten (k)", width=width, **weights)
     result = onnx_fc2conv.convert(model, ConvertOptions(dense=True))
     assert result.verification.passed
-    assert result.notices == [f"head {result.heads[0].name}: dense mode does not apply ({why}); rewritten as usual"]
+    assert result.notices[-1] == f"head {result.heads[0].name}: dense mode does not apply ({why}); rewritten as usual"
+    assert len(result.notices) == (2 if "flat" in weights else 1)  # and the batch kept at 1 when folded
     assert not result.heads[0].dense
     exact = onnx_fc2conv.convert(model)
     assert ops(result.model) == ops(exact.model)
     assert ops(exact.model)[:3] == [*BACKBONE, "GlobalAveragePool"] and ops(exact.model)[-1] == "Conv"
 
 
-def test_a_pooled_vector_used_elsewhere_keeps_the_head_behind_the_pool() -> None:
+@pytest.mark.parametrize("shared", ["pooled", "a"])
+def test_a_moved_layer_used_elsewhere_keeps_the_head_behind_the_pool(shared: str) -> None:
+    """The pool itself may have other readers (it stays for them); a layer that moves may not."""
     graph = f"""
-    g (float[1, 3, 6, 5] input) => (float[1, {M}] output, float[1, {C}, 1, 1] pooled) {{
+    g (float[1, 3, 6, 5] input) => (float[1, {M}] output, float[1, {C}, 1, 1] {shared}) {{
         c = Conv <kernel_shape = [2, 2]> (input, cw, cb)
         r = Relu (c)
         pooled = GlobalAveragePool (r)
@@ -243,10 +282,35 @@ def test_a_pooled_vector_used_elsewhere_keeps_the_head_behind_the_pool() -> None
     }}"""
     model = text_model(graph, cw=(C, 3, 2, 2), cb=(C,), fw=(M, C), fb=(M,))
     result = onnx_fc2conv.convert(model, ConvertOptions(dense=True))
-    assert result.notices == [
-        f"head {result.heads[0].name}: dense mode does not apply ('pooled' between the pool and the FC layers "
-        "is also used elsewhere); rewritten as usual"
-    ]
+    assert result.verification.passed
+    if shared == "pooled":
+        assert result.heads[0].dense and result.notices[0].endswith("the map is the nonlinear head at every location")
+        x = big_input((1, 3, 9, 8))
+        expected = run(relaxed(model), {"input": x})["pooled"]
+        assert_close(run(result.model, {"input": x})["pooled"], expected)
+    else:
+        assert result.notices == [
+            f"head {result.heads[0].name}: dense mode does not apply ('a' between the pool and the FC layers "
+            "is also used elsewhere); rewritten as usual"
+        ]
+
+
+def test_branches_that_meet_again_move_together() -> None:
+    """Keras' hard swish on the pooled vector: `x * (relu6(x + 3) / 6)`, two branches of one tensor."""
+    chain = """
+        k = Conv <kernel_shape = [1, 1]> (p, kw, kb)
+        s = Add (k, three)
+        q = Clip (s, zero, six)
+        g = Mul (q, sixth)
+        a = Mul (k, g)
+        h = Flatten (a)
+    """
+    consts = {"three": 3.0, "zero": 0.0, "six": 6.0, "sixth": 1 / 6}
+    model = _model(chain, kw=(K, C, 1, 1), kb=(K,), **{k: np.array(v, np.float32) for k, v in consts.items()})
+    result = _dense(model)
+    assert ops(result.model) == [*BACKBONE, "Conv", "Add", "Clip", "Mul", "Mul", "Conv"]
+    assert not result.heads[0].linear  # x * f(x)
+    _assert_head_at_every_location(model, result)
 
 
 def test_a_head_on_the_pooled_vector_that_is_not_pointwise_is_refused_in_dense_mode_only() -> None:
