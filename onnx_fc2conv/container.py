@@ -131,14 +131,8 @@ def light_copy(model: onnx.ModelProto, keep_elements: int = _LIGHT_KEEP_ELEMENTS
     """Every field of the model, except that large (or external) initializers of the main graph
     become graph inputs of the same type and dims (declared once): those over `keep_elements`
     elements. The IR version is the model's own."""
-    out = onnx.ModelProto()
-    for field, value in model.ListFields():
-        if field.name != "graph":
-            _copy_field(out, field, value)
+    out = without_initializers(model)
     graph = out.graph
-    for field, value in model.graph.ListFields():
-        if field.name != "initializer":
-            _copy_field(graph, field, value)
     declared = {vi.name for vi in graph.input}
     for t in model.graph.initializer:
         count = 1
@@ -149,6 +143,18 @@ def light_copy(model: onnx.ModelProto, keep_elements: int = _LIGHT_KEEP_ELEMENTS
         elif t.name not in declared:
             graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
             declared.add(t.name)
+    return out
+
+
+def without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of every field of `model` except the main graph's initializers (no weight is copied)."""
+    out = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(out, field, value)
+    for field, value in model.graph.ListFields():
+        if field.name != "initializer":
+            _copy_field(out.graph, field, value)
     return out
 
 

@@ -36,6 +36,8 @@ CONVERTS = {
     "keras_same_pad_strided.onnx": (("batch", "height", "width", 3), "40+ x 40+", "-> auto_pad=SAME_UPPER"),
     "keras_reduce_mean_op18.onnx": (("batch", "height", "width", 3), "32+ x 32+", None),
     "keras_mobilenet_v1_head.onnx": (("batch", "height", "width", 3), "32+ x 32+", None),
+    "ts_transform_input.onnx": (("batch", 3, "height", "width"), "32+ x 32+", None),
+    "dynamo_transform_input.onnx": (("batch", 3, "height", "width"), "32+ x 32+", None),
 }
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from ..container import without_initializers
 from ..errors import ModelLoadError, one_line
 from ..files import proto_size
 
@@ -126,13 +127,7 @@ def _session_source(model: onnx.ModelProto | str, opts: ort.SessionOptions) -> I
 
 def spill_weights(model: onnx.ModelProto, data_path: str) -> onnx.ModelProto:
     """A copy of `model` whose large initializers point into `data_path` (written here)."""
-    stub = onnx.ModelProto()
-    for fd, value in model.ListFields():
-        if fd.name != "graph":
-            _copy_field(stub, fd.name, value)
-    for fd, value in model.graph.ListFields():
-        if fd.name != "initializer":
-            _copy_field(stub.graph, fd.name, value)
+    stub = without_initializers(model)
     with open(data_path, "wb") as f:
         for t in model.graph.initializer:
             if t.data_location != onnx.TensorProto.DEFAULT or not t.HasField("raw_data"):
@@ -155,16 +150,6 @@ def spill_weights(model: onnx.ModelProto, data_path: str) -> onnx.ModelProto:
                 entry.key, entry.value = key, str(value)
             del data
     return stub
-
-
-def _copy_field(target: object, name: str, value: object) -> None:
-    field = getattr(target, name)
-    if hasattr(field, "extend") and not isinstance(field, (str, bytes)):
-        field.extend(value)  # type: ignore[arg-type]
-    elif hasattr(field, "CopyFrom"):
-        field.CopyFrom(value)
-    else:
-        setattr(target, name, value)
 
 
 def run(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], what: str) -> dict[str, np.ndarray]:
