@@ -109,6 +109,15 @@ def test_golden_keras_conv_classifier_without_fc_layers_gives_a_map() -> None:
     assert "GlobalAveragePool" in ops(without.model) and not without.heads  # exact mode: as before
 
 
+def test_golden_dla_conv_classifier_is_linear_and_its_mean_is_checked() -> None:
+    """timm DLA through dynamo: ReduceMean -> 1x1 Conv -> `Reshape [1, -1]` (the original head bakes
+    batch 1 without failing at a larger batch: its reference runs image by image)."""
+    result = _dense(onnx.load(MODELS / "dynamo_dla_head.onnx"))
+    assert ops(result.model) == ["Conv", "Relu", "Conv", "Relu", "Conv"]
+    assert result.heads[0].dense and result.heads[0].linear
+    assert {c.check for c in result.verification.comparisons} == {"dense mean", "larger size"}
+
+
 def test_golden_pooled_layernorm_runs_channel_last_on_the_map() -> None:
     """ConvNeXt-style `LayerNorm(x.mean([-2, -1]))` before the Linear: normalized over the channels."""
     result = _dense(onnx.load(MODELS / "ts_pooled_layernorm_head.onnx"))
