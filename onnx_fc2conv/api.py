@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import onnx_graphsurgeon as gs
 
-from . import dilate, files, static_size
+from . import dilate, files, static_size, tokens
 from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
 from .batch_head import route_batches
@@ -143,7 +143,7 @@ def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph,
         raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
     graph = import_graph(model)
     search = find_heads(graph, opset_version(model), dense=options.dense, mlp_rank=options.mlp_spatial_rank)
-    return graph, search
+    return graph, tokens.summarize_token_heads(graph, search)
 
 
 def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:
