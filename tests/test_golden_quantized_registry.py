@@ -33,7 +33,14 @@ def test_every_quantized_golden_has_its_factory(registry) -> None:
         assert listed[name]["reproduces"] == golden.reproduces and listed[name]["issue"] == 13
 
 
+MADE_WITH_ONNXRUNTIME = "1.32.0"  # models/README.md: the quantizer's output may change with its version
+
+
 def test_a_quantized_golden_is_made_again_byte_for_byte(registry, tmp_path) -> None:
+    import onnxruntime
+
+    if onnxruntime.__version__ != MADE_WITH_ONNXRUNTIME:
+        pytest.skip(f"the goldens were quantized with onnxruntime {MADE_WITH_ONNXRUNTIME}")
     export = importlib.import_module("goldens.ort_export")
     golden = registry.REGISTRY["ort_qop_mm_pc_keras_mnist.onnx"]
     export.export(golden, tmp_path / golden.file)
