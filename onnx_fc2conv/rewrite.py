@@ -18,10 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .dense_prefix import move_onto_map
 from .fc import FcLayer
-from .graph import Edit, constant, constant_shape, constant_source, reshape_in_place, shape
+from .graph import Edit, constant, constant_source, reshape_in_place, shape
 from .heads import Head
-from .quantized import kernel_behind_dequantize, qlinear_conv, value_shape
+from .quantized import kernel_after_dequantize, kernel_behind_dequantize, value_shape
+from .quantized_qoperator import INTEGER_FC_OPS, integer_conv
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +69,8 @@ def rewrite_head(edit: Edit, head: Head) -> list[LayerRewrite]:
         if head.flatten.reduce_source is not None:  # reduce the channel-first map, not its Transpose
             _reduce_spatial_axes(edit, reduce, head.flatten.reduce_source)
     done = []
-    first_input = head.flatten.feature
-    for node in head.flatten.between:  # elementwise ops between flatten and FC now work on the map
-        node.inputs[next(i for i, t in enumerate(node.inputs) if constant_shape(t) is None)] = first_input
-        first_input = node.outputs[0]
+    # ops between the map and the FC layers (elementwise, or pointwise layers in dense mode) now work on the map
+    first_input = move_onto_map(edit, head.flatten.between, head.flatten.feature)
     for i, layer in enumerate(head.layers):
         source = first_input if i == 0 else None
         done.append(_layer_to_conv(edit, layer, source, head.perm if i == 0 else None))
@@ -80,6 +80,10 @@ def rewrite_head(edit: Edit, head: Head) -> list[LayerRewrite]:
 
 
 def _kernel(edit: Edit, layer: FcLayer, perm: tuple[int, ...] | None) -> tuple[gs.Tensor, bool]:
+    if layer.quant is not None and layer.quant.block_size:  # dequantized as stored, then rearranged
+        return kernel_after_dequantize(
+            edit, layer.weight, layer.weight_is_mk, layer.kernel_shape, perm, layer.nodes[0]
+        ), True
     if layer.quant is not None:  # the integers are rearranged, the DequantizeLinear moves its axis
         ints = constant(layer.quant.values)
         assert ints is not None
@@ -101,7 +105,7 @@ def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: t
     kernel, copied = _kernel(edit, layer, perm)
     k = list(layer.kernel_shape[2:])
     inputs = [data, kernel]
-    if layer.bias is not None and layer.op != "QGemm":
+    if layer.bias is not None and layer.op not in INTEGER_FC_OPS:
         if layer.beta == 1.0 and value_shape(layer.bias) == (layer.out_features,):
             inputs.append(layer.bias)
         else:
@@ -111,8 +115,8 @@ def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: t
                 edit.constant(f"{layer.bias.name}_conv", bias_from_constant(value, layer.beta, layer.out_features))
             )
     output = layer.output
-    if layer.op == "QGemm":
-        conv = qlinear_conv(fc, data, kernel, k)
+    if layer.op in INTEGER_FC_OPS:
+        conv = integer_conv(edit, fc, data, kernel, k)
         inputs = list(conv.inputs)
         conv.inputs.clear()
     else:
