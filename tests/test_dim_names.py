@@ -95,8 +95,12 @@ def test_own_spatial_names_are_kept() -> None:
 
 
 def test_own_and_fixed_dims_mixed() -> None:
-    model = onnx_fc2conv.convert(conv_model(["N", 3, "h", 6]), ConvertOptions(verify=False)).model
-    assert io_dims(model) == (["N", 3, "h", "width"], [["N", 4, "out_height", "out_width"]])
+    result = onnx_fc2conv.convert(conv_model(["N", 3, "h", 6]))
+    assert io_dims(result.model) == (["N", 3, "h", "width"], [["N", 4, "out_height", "out_width"]])
+    # both spatial axes are verified larger: the one the original left free and the relaxed one
+    larger = {c.input_shape for c in result.verification.comparisons if c.check == "larger size"}
+    assert len(larger) == 2 and all(s[2] > 32 and s[3] > 6 for s in larger), larger
+    assert result.verification.passed
 
 
 def test_an_own_name_that_would_tie_two_axes_gives_way() -> None:
