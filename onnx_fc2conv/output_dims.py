@@ -12,7 +12,8 @@ Where onnx's own inference (whose dims the written model declares) lost an outpu
 symbolic one gives its rank and its fixed dims. Two different expressions never share a name (the
 second `out_height` of another size is `out_height_2`), and no output dim takes a name an input
 dim has. Where the inference cannot follow a dim (an op it does not know makes one up), the dim is
-named by its position: axis 0 the batch, the trailing spatial axes of a map `out_<name>`.
+named by its position: axis 0 the batch, the trailing spatial axes of a map `out_<name>`, a name of
+their own per output (nothing says two such maps are of one size).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def name_outputs(
     roles, probe = _roles(relaxed, names)
     inferred = _inferred_outputs(model, probe) if roles else {}
     namer = _Namer(model)
-    positional = _Positional(relaxed, names, head_ranks)
+    positional = _Positional(relaxed, names, head_ranks, namer)
     for out in model.graph.output:
         dims = value_info_dims(out)
         if dims is None:
@@ -147,12 +148,13 @@ def _from_expression(expression: str, roles: dict[str, _Role], namer: _Namer) ->
 class _Positional:
     """Names by position for dims the inference could not follow."""
 
-    def __init__(self, relaxed: list[RelaxedInput], names: DimNames, head_ranks: dict[str, int]) -> None:
+    def __init__(self, relaxed: list[RelaxedInput], names: DimNames, head_ranks: dict[str, int], namer: _Namer) -> None:
         batches = [r.new_shape[r.batch_axis] for r in relaxed if r.batch_axis is not None]
         self.batch = next((b for b in batches if isinstance(b, str)), None)
         self.rank = len(relaxed[0].spatial_axes) if relaxed else 0
         self.names = names
         self.head_ranks = head_ranks
+        self.namer = namer
 
     def name(self, output: str, axis: int, rank: int, dim: object) -> object:
         spatial = self.head_ranks.get(output)
@@ -162,5 +164,7 @@ class _Positional:
             return self.batch
         start = rank - (spatial or 0)
         if spatial and start >= 2 and axis >= start:  # a map [batch, C, *spatial]
-            return f"out_{self.names.spatial(spatial)[axis - start]}"
+            # nothing says two outputs' maps are of one size: each output's dim gets its own name
+            part = self.names.spatial(spatial)[axis - start]
+            return self.namer.name(f"out_{part}", f"position {axis} of output {output!r}")
         return dim

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import onnx
+from builders import two_map_model
 
 import onnx_fc2conv
 from onnx_fc2conv import ConvertOptions, VerificationError
@@ -36,6 +37,42 @@ def test_a_declared_symbol_the_input_binds_differently_fails() -> None:
     report = onnx_fc2conv.verify(original, converted)
     notes = {c.note for c in report.comparisons if c.check == "declared shape"}
     assert any(n.startswith("declared shape [batch, 10, height, out_width], returns [2, 10, ") for n in notes)
+
+
+def test_one_symbol_on_two_outputs_of_different_sizes_fails() -> None:
+    # 'fine' and 'coarse' are maps of different sizes: declaring both [batch, 5, out_height, out_width]
+    # claims they are one size, which the first larger run disproves on the second
+    original = two_map_model()
+    converted = onnx_fc2conv.convert(original, ConvertOptions(verify=False)).model
+    shared = ["batch", 5, "out_height", "out_width"]
+    for out in converted.graph.output[:2]:
+        set_value_info_dims(out, shared)
+    report = onnx_fc2conv.verify(original, converted)
+    declared = "declared shape [batch, 5, out_height, out_width]"
+    failures = [(c.check, c.output, c.input_shape, c.note) for c in report.comparisons if not c.passed]
+    assert failures == [
+        (
+            "declared shape",
+            "coarse",
+            (2, 3, 12, 11),
+            f"{declared}, returns [2, 5, 3, 3]: 'out_height' is 5 in another output",
+        ),
+        (
+            "declared shape",
+            "coarse",
+            (2, 3, 11, 15),
+            f"{declared}, returns [2, 5, 3, 5]: 'out_height' is 4 in another output",
+        ),
+    ]
+
+
+def test_an_output_without_a_reference_holds_to_its_declaration_at_larger_sizes() -> None:
+    original = two_map_model()
+    converted = onnx_fc2conv.convert(original, ConvertOptions(verify=False)).model
+    set_value_info_dims(converted.graph.output[2], ["batch", 2, "height", 8])  # 'side' is the input's width
+    report = onnx_fc2conv.verify(original, converted)
+    failures = [(c.check, c.output, c.input_shape[2:]) for c in report.comparisons if not c.passed]
+    assert failures == [("declared shape", "side", (12, 11)), ("declared shape", "side", (11, 15))]
 
 
 def test_a_correct_declaration_passes() -> None:

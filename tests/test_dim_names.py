@@ -7,7 +7,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from builders import GraphBuilder, backbone, convert, dims, gemm, image_model
+from builders import GraphBuilder, backbone, convert, dims, gemm, image_model, two_map_model
 from click.testing import CliRunner
 from rule_support import pooled_model
 
@@ -197,6 +197,21 @@ def test_an_op_the_inference_cannot_follow_names_by_position() -> None:
         ["batch", 3, "height", "width"],
         [["batch", 10, "out_height", "out_width"]],
     )
+
+
+def test_maps_named_by_position_never_share_a_name() -> None:
+    """Nothing says two maps named by position are of one size (here they are not): each gets its own."""
+    result = convert(two_map_model())
+    assert [dims(o) for o in result.model.graph.output] == [
+        ["batch", M, "out_height", "out_width"],
+        ["batch", M, "out_height_2", "out_width_2"],
+        ["batch", None, "out_height_3", "out_width_3"],
+    ]
+    larger = [c for c in result.verification.comparisons if c.check == "larger size"]
+    assert {c.output: c.shape[2:] for c in larger if c.input_shape[2:] == (12, 11)} == {
+        "fine": (5, 4),
+        "coarse": (3, 3),
+    }
 
 
 def test_computed_pads_name_by_position() -> None:

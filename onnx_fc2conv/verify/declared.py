@@ -1,8 +1,9 @@
 """The converted model's declared output shapes are claims too: each run holds them to its arrays.
 
-A declared output `[batch, 10, out_height, out_width]` promises rank 4, 10 classes, and the
-same `batch` as the input's. An output whose rank, fixed dims, element type or shared symbols
-differ from what the model returns fails verification, naming the output.
+A declared output `[batch, 10, out_height, out_width]` promises rank 4, 10 classes, the
+same `batch` as the input's, and the same `out_height` as any other output that declares it.
+An output whose rank, fixed dims, element type or shared symbols differ from what the model
+returns fails verification, naming the output.
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ class Declared:
         self.outputs = {vi.name: value_info_dims(vi) for vi in model.graph.output}
         self.types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.output}
 
-    def problem(self, name: str, array: np.ndarray, input_shape: tuple[int, ...]) -> str:
-        """Why `array` (output `name`, from an input of `input_shape`) breaks its declaration, or ''."""
+    def problems(self, arrays: dict[str, np.ndarray], input_shape: tuple[int, ...]) -> dict[str, str]:
+        """Why each output of one run (from an input of `input_shape`) breaks its declaration, or ''.
+
+        A symbol binds across the run's outputs: two outputs that declare `out_height` claim one size.
+        """
         symbols = self._input_symbols(input_shape)
+        from_input = set(symbols)
+        return {name: self._problem(name, array, symbols, from_input) for name, array in arrays.items()}
+
+    def _problem(self, name: str, array: np.ndarray, symbols: dict[str, int], from_input: set[str]) -> str:
         dims = self.outputs.get(name)
         elem = self.types.get(name, 0)
         if elem and np.dtype(helper.tensor_dtype_to_np_dtype(elem)) != array.dtype:
@@ -34,8 +42,11 @@ class Declared:
         if len(dims) != array.ndim:
             return f"declared shape {_text(dims)}, returns {list(array.shape)}"
         for d, n in zip(dims, array.shape, strict=True):
-            if (isinstance(d, int) and d != n) or (isinstance(d, str) and symbols.setdefault(d, n) != n):
+            if isinstance(d, int) and d != n:
                 return f"declared shape {_text(dims)}, returns {list(array.shape)}"
+            if isinstance(d, str) and symbols.setdefault(d, n) != n:
+                where = "" if d in from_input else f": '{d}' is {symbols[d]} in another output"
+                return f"declared shape {_text(dims)}, returns {list(array.shape)}{where}"
         return ""
 
     def _input_symbols(self, input_shape: tuple[int, ...]) -> dict[str, int]:
