@@ -191,8 +191,8 @@ def test_an_output_that_is_not_a_head() -> None:
     ]
 
 
-def test_an_op_the_inference_cannot_follow_names_by_position() -> None:
-    """QLinearConv: the symbolic inference makes its dims up; the map's dims are named by position."""
+def test_quantized_ops_are_followed_by_their_float_arithmetic() -> None:
+    """QLinearConv and the other quantized ops onnxruntime's inference lacks (contrib_shapes.py)."""
     assert io_dims(golden("ort_qop_vgg_small.onnx")) == (
         ["batch", 3, "height", "width"],
         [["batch", 10, "out_height", "out_width"]],
