@@ -148,3 +148,15 @@ def assert_class_axis_normalised(op: str, opset: int, axis: int | None, expected
         assert_close(np.exp(y).sum(axis=1), np.ones((2, 5, 5), np.float32), atol=1e-5)
     else:
         assert_close(y.sum(axis=1), np.ones((2, 5, 5), np.float32))
+
+
+def qlinear_matmul_head(g: GraphBuilder, rng: np.random.Generator) -> tuple[str, str, str]:
+    """`input [1, 3, 5, 4] -> Conv/Relu -> Flatten -> QuantizeLinear -> QLinearMatMul` with an int8
+    weight `[48, M]` from `rng`: the uint8 FC output, its scale and its zero point."""
+    flat = g.op("Flatten", [backbone(g, g.input("input", [1, 3, 5, 4]), 3, 4)], axis=1)
+    x_s, x_z = g.const("x_s", np.array(0.05, np.float32)), g.const("x_z", np.array(0, np.uint8))
+    y_s, y_z = g.const("y_s", np.array(0.05, np.float32)), g.const("y_z", np.array(128, np.uint8))
+    weight = g.const("w_q", rng.integers(-127, 128, (48, M)).astype(np.int8))
+    w_s, w_z = g.const("w_s", np.array(0.01, np.float32)), g.const("w_z", np.array(0, np.int8))
+    y = g.op("QLinearMatMul", [g.op("QuantizeLinear", [flat, x_s, x_z]), x_s, x_z, weight, w_s, w_z, y_s, y_z])
+    return y, y_s, y_z

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from builders import GraphBuilder, backbone, convert, dims, initializer, ops
+from builders import GraphBuilder, convert, dims, initializer, ops
 from onnx import helper
+from rule_support import qlinear_matmul_head
 
 import onnx_fc2conv
 
@@ -15,13 +16,8 @@ import onnx_fc2conv
 def _model(op: str, operand_shape: tuple[int, ...], scale_shape: tuple[int, ...] = ()) -> onnx.ModelProto:
     """`Conv/Relu -> Flatten -> QuantizeLinear -> QLinearMatMul -> <op>(., b_q) -> DequantizeLinear`."""
     g = GraphBuilder()
-    flat = g.op("Flatten", [backbone(g, g.input("input", [1, 3, 5, 4]), 3, 4)], axis=1)
     rng = np.random.default_rng(0)
-    x_s, x_z = g.const("x_s", np.array(0.05, np.float32)), g.const("x_z", np.array(0, np.uint8))
-    y_s, y_z = g.const("y_s", np.array(0.05, np.float32)), g.const("y_z", np.array(128, np.uint8))
-    weight = g.const("w_q", rng.integers(-127, 128, (48, 5)).astype(np.int8))
-    w_s, w_z = g.const("w_s", np.array(0.01, np.float32)), g.const("w_z", np.array(0, np.int8))
-    y = g.op("QLinearMatMul", [g.op("QuantizeLinear", [flat, x_s, x_z]), x_s, x_z, weight, w_s, w_z, y_s, y_z])
+    y, y_s, y_z = qlinear_matmul_head(g, rng)
     b = g.const("b_q", rng.integers(100, 160, operand_shape).astype(np.uint8), exact_name=True)
     b_s = g.const("b_s", np.full(scale_shape, 0.02, np.float32), exact_name=True)
     o_s, o_z = g.const("o_s", np.array(0.05, np.float32)), g.const("o_z", np.array(128, np.uint8))

@@ -92,18 +92,28 @@ def _folds_spatial_into_batch(target: list[int], dims: tuple, probe: tuple | Non
     return rest == math.prod(dims[1:]) and rest != math.prod(probe[1:]) and math.prod(probe[1:]) % rest == 0
 
 
+def _constant_target(ctx: BackboneContext, node: gs.Node) -> tuple[list[int], gs.Tensor, tuple] | None:
+    """A Reshape fed by an image input: its constant target, its data and the data's shape (None:
+    not a candidate)."""
+    if not ctx.fed(id(node)) or len(node.inputs) < 2:
+        return None
+    value, data = constant(node.inputs[1]), node.inputs[0]
+    in_shape = shape(data)
+    if value is None or in_shape is None:
+        return None
+    return [int(d) for d in value.reshape(-1)], data, in_shape
+
+
 class OwnShapeReshape:
     ops = frozenset({"Reshape"})
     order = 20  # after the unit-dim Transpose, before the channel-shuffle rule's refusals
 
     def match(self, ctx: BackboneContext, node: gs.Node) -> BackboneFix | None:
-        if not ctx.fed(id(node)) or len(node.inputs) < 2:
+        found = _constant_target(ctx, node)
+        if found is None:
             return None
-        value, data = constant(node.inputs[1]), node.inputs[0]
-        in_shape = shape(data)
-        if value is None or in_shape is None:
-            return None
-        target, allowzero = [int(d) for d in value.reshape(-1)], bool(node.attrs.get("allowzero", 0))
+        target, data, in_shape = found
+        allowzero = bool(node.attrs.get("allowzero", 0))
         probe = ctx.probe(data)
         if own_shape(target, in_shape, allowzero):
             if own_shape(target, probe, allowzero):
@@ -130,13 +140,10 @@ class BatchFoldingReshape:
     order = 60  # after the channel-shuffle rule, which rebuilds targets that keep the spatial dims
 
     def match(self, ctx: BackboneContext, node: gs.Node) -> BackboneFix | None:
-        if not ctx.fed(id(node)) or len(node.inputs) < 2:
+        found = _constant_target(ctx, node)
+        if found is None:
             return None
-        value, data = constant(node.inputs[1]), node.inputs[0]
-        in_shape = shape(data)
-        if value is None or in_shape is None:
-            return None
-        target = [int(d) for d in value.reshape(-1)]
+        target, data, in_shape = found
         if _folds_spatial_into_batch(target, in_shape, ctx.probe(data)):
             raise Refusal(
                 Code.BAKED_SIZE,
