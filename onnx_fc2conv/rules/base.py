@@ -138,6 +138,19 @@ def scalar_shape(shape: tuple[int, ...]) -> bool:
     return size == 1 and len(shape) <= 2
 
 
+def per_feature_operand(label: str, operand: gs.Tensor, shape: tuple[int, ...], width: int) -> bool:
+    """A constant operand of an op on `[N, width]`: True when it holds one value per feature (it
+    moves to the channel axis), False when it is a scalar; any other shape is refused."""
+    if per_feature_shape(shape, width) and width > 1:
+        return True
+    if scalar_shape(shape):
+        return False
+    raise Refusal(
+        Code.CONSTANT_SHAPE,
+        f"{label}: constant '{operand.name}' of shape {list(shape)} is neither per-feature nor scalar",
+    )
+
+
 def axes_of(node: gs.Node, rank: int) -> set[int] | None:
     """The `axes` of a reduce/squeeze/unsqueeze, attribute or constant input; None: not constant."""
     from ..graph import constant

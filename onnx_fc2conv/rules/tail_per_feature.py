@@ -12,7 +12,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..graph import Edit, constant, constant_shape, constant_source, node_label, reshape_in_place
-from .base import Action, Code, Refusal, TailOp, TailWalk, per_feature_shape, scalar_shape
+from .base import Action, Code, Refusal, TailOp, TailWalk, per_feature_operand
 
 _AFFINE = frozenset({"Add", "Sub", "BatchNormalization", "Mul"})
 
@@ -42,13 +42,8 @@ class PerFeature:
                         f"{label}: parameter '{inp.name}' has shape {list(shape)}, expected [{width}]",
                     )
                 continue
-            if per_feature_shape(shape, width) and width > 1:
+            if per_feature_operand(label, inp, shape, width):
                 per_feature.append(i)
-            elif not scalar_shape(shape):
-                raise Refusal(
-                    Code.CONSTANT_SHAPE,
-                    f"{label}: constant '{inp.name}' of shape {list(shape)} is neither per-feature nor scalar",
-                )
         first = node.inputs[0]
         affine = head_inputs == 1 and (
             node.op in _AFFINE or (node.op == "Div" and (first is tensor or walk.from_head(first)))

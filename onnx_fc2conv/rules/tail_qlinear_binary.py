@@ -14,7 +14,7 @@ import math
 import onnx_graphsurgeon as gs
 
 from ..graph import Edit, constant_shape, node_label
-from .base import Action, Code, Refusal, TailOp, TailWalk, per_feature_shape, scalar_shape
+from .base import Action, Code, Refusal, TailOp, TailWalk, per_feature_operand
 from .tail_per_feature import PerFeature
 
 _DATA = (0, 3)  # the two integer operands; the others are scales and zero points
@@ -37,13 +37,8 @@ class QLinearBinary:
             if i not in _DATA:
                 if math.prod(shape) != 1:
                     raise Refusal(Code.QDQ_PER_CHANNEL, f"{label}: scale or zero point '{inp.name}' is not one value")
-            elif per_feature_shape(shape, width) and width > 1:
+            elif per_feature_operand(label, inp, shape, width):
                 per_feature.append(i)
-            elif not scalar_shape(shape):
-                raise Refusal(
-                    Code.CONSTANT_SHAPE,
-                    f"{label}: constant '{inp.name}' of shape {list(shape)} is neither per-feature nor scalar",
-                )
         if sum(1 for i in _DATA if i < len(node.inputs) and node.inputs[i] is tensor) != 1:
             raise Refusal(Code.NON_CONSTANT_OPERAND, f"{label} reads the head tensor in place of a scale")
         action = Action.PER_FEATURE if per_feature else Action.KEEP
