@@ -52,3 +52,11 @@ def test_a_per_channel_scale_is_refused() -> None:
     found = onnx_fc2conv.inspect(_model("QLinearAdd", (5,), scale_shape=(5,)))
     assert [s.code.value for s in found.skipped] == ["qdq-per-channel"]
     assert "scale or zero point 'b_s' is not one value" in found.skipped[0].reason
+
+
+def test_an_operand_neither_per_feature_nor_scalar_is_refused() -> None:
+    model = _model("QLinearMul", (2, 5))
+    name = next(n.name for n in model.graph.node if n.op_type == "QLinearMul")
+    found = onnx_fc2conv.inspect(model)
+    reason = f"QLinearMul '{name}': constant 'b_q' of shape [2, 5] is neither per-feature nor scalar"
+    assert [(s.code.value, s.reason) for s in found.skipped] == [("constant-shape", reason)]
