@@ -87,11 +87,6 @@ def is_graph_input(graph: gs.Graph, tensor: gs.Tensor) -> bool:
     return any(t is tensor for t in graph.inputs)
 
 
-def use_count(graph: gs.Graph, tensor: gs.Tensor) -> int:
-    """How many node inputs and graph outputs read this tensor."""
-    return len(tensor.outputs) + (1 if is_output(graph, tensor) else 0)
-
-
 def sole_user(graph: gs.Graph, tensor: gs.Tensor) -> gs.Node | None:
     found = users(tensor)
     if len(found) == 1 and not is_output(graph, tensor):

@@ -63,10 +63,6 @@ class Dequantized:
         value = constant(self.values)
         return "?" if value is None else str(value.dtype)
 
-    @property
-    def scale_shape(self) -> tuple[int, ...]:
-        return constant_shape(self.scale) or ()
-
 
 def dequantized(tensor: gs.Tensor) -> Dequantized | None:
     """`tensor` as `DequantizeLinear` of constant integers, or None."""

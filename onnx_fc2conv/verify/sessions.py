@@ -53,8 +53,6 @@ def session(model: onnx.ModelProto | str) -> ort.InferenceSession:
         raise ModelLoadError(f"onnxruntime cannot load the model: {one_line(exc)}") from exc
 
 
-# A ModelProto above this cannot be serialized (protobuf's 2 GB limit).
-SERIALIZE_LIMIT = 2**31 - (1 << 26)
 # Above this a model's weights are mapped from a file: serialized bytes would be one more copy.
 MAP_THRESHOLD = 1 << 26
 _LARGE_TENSOR = 1 << 20
