@@ -95,17 +95,18 @@ _SELECT = frozenset({"Gather", "Slice", "Split", "Concat", "Unsqueeze", "Squeeze
 
 def _selected(node: gs.Node, order: tuple[int, ...]) -> tuple[int, ...] | None:
     """The axes after an op that selects along one axis (Slice, Split, Concat and Gather with an
-    index list keep them; Gather with one index drops its axis) or adds and drops unit axes."""
+    index list keep them; Gather with one index drops its axis, with a k-D index puts k new axes in
+    its place) or adds and drops unit axes."""
     if node.op in ("Slice", "Split", "Concat"):
         return order
     if node.op == "Gather":
         index = constant(node.inputs[1])
         if index is None:
             return None
-        if index.ndim:
+        if index.ndim == 1:
             return order
         axis = int(node.attrs.get("axis", 0)) % len(order)
-        return order[:axis] + order[axis + 1 :]
+        return order[:axis] + (_NEW,) * index.ndim + order[axis + 1 :]
     axes = node.attrs.get("axes")
     if axes is None and len(node.inputs) > 1:
         found = constant(node.inputs[1])

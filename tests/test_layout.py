@@ -166,3 +166,36 @@ def test_rows_gathered_one_by_one_are_not_a_spatial_axis() -> None:
         onnx_fc2conv.NotConvertibleError, match="input 'x': its batch and spatial axes cannot be traced"
     ):
         onnx_fc2conv.convert(model)
+
+
+def _gathered_by_a_2d_index(axis: int, index: list[list[int]]) -> onnx.ModelProto:
+    """`Gather` with a `[1, 3]` index puts two axes in place of `axis`; a Squeeze drops the first."""
+    return _with_weights(
+        f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 3, 9, 8] x) => (float[1, 4] y) {{
+          picked = Gather<axis = {axis}>(x, index)
+          sq = Squeeze(picked, axes)
+          f = Conv<kernel_shape = [3, 3], strides = [2, 2]>(sq, w)
+          fl = Flatten(f)
+          y = Gemm<transB = 1>(fl, fc)
+        }}""",
+        index=np.array(index, np.int64),
+        axes=np.array([axis], np.int64),
+        w=RNG.standard_normal((5, 3, 3, 3)).astype(np.float32),
+        fc=RNG.standard_normal((4, 5 * (4 if axis == 1 else 1) * 3)).astype(np.float32),
+    )
+
+
+def test_channels_reordered_by_a_2d_index_keep_their_axes() -> None:
+    """BGR to RGB as `x[:, [[2, 1, 0]]].squeeze(1)`: the channel axis is the one the index replaced."""
+    model = _gathered_by_a_2d_index(1, [[2, 1, 0]])
+    layout = trace_layout(import_graph(model).inputs[0])
+    assert (layout.batch, layout.channel, layout.spatial) == (0, 1, (2, 3))
+    result = onnx_fc2conv.convert(model)
+    assert [r.new_shape for r in result.relaxed_inputs] == [("batch", 3, "height", "width")]
+    assert result.verification.passed
+
+
+def test_rows_picked_by_a_2d_index_are_not_a_spatial_axis() -> None:
+    assert trace_layout(import_graph(_gathered_by_a_2d_index(2, [[0, 4, 8]])).inputs[0]) is None
