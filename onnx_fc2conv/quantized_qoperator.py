@@ -99,8 +99,11 @@ def match_integer_fc(node: gs.Node, data: gs.Tensor, label: str) -> IntegerFc:
 def _match_qgemm(node: gs.Node, label: str) -> IntegerFc:
     """A QGemm with a quantized output."""
     operands = [t.name for t in node.inputs] + [""] * (9 - len(node.inputs))
-    if node.attrs.get("transA", 0) or float(node.attrs.get("alpha", 1.0)) != 1.0:
-        raise Refusal(Code.QUANTIZED_SCALING, f"{label} has transA or alpha: no QLinearConv form")
+    if node.attrs.get("transA", 0):
+        raise Refusal(Code.TRANS_A, f"{label} has transA=1: its input is not a flattened feature map")
+    alpha = float(node.attrs.get("alpha", 1.0))
+    if alpha != 1.0:
+        raise Refusal(Code.QUANTIZED_SCALING, f"{label} scales its quantized product by alpha={alpha}")
     if not operands[7]:
         raise Refusal(Code.QUANTIZED_OPERATOR, f"{label} has a {QGEMM_FLOAT_OUTPUT}: no QLinearConv form")
     if not all(operands[i] for i in (1, 2, 4, 5, 8)):

@@ -141,7 +141,7 @@ def test_golden_qoperator_qgemm_becomes_qlinearconv_on_the_same_integers() -> No
         assert list(node.input[4:6]) == [f"{stem}_scale", f"{stem}_zero_point"]
         assert node.input[8] == f"{stem.removesuffix('.weight')}.bias_quantized"
     assert any("is quantized" in n for n in result.verification.notes)
-    # onnxruntime's symbolic inference does not know QLinearConv; onnx's own gives the class count
+    # QLinearConv's dims follow from its float arithmetic (contrib_shapes.py)
     assert dims(result.model.graph.output[0]) == ["batch", 10, "out_height", "out_width"]
 
 
@@ -152,6 +152,25 @@ def test_qgemm_with_a_float_output_is_refused() -> None:
     found = onnx_fc2conv.inspect(model)
     assert [(s.code.value, s.reason) for s in found.skipped] == [
         ("quantized-operator", "QGemm '/classifier/classifier.6/Gemm_quant' has a float output: no QLinearConv form")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("attr", "value", "code", "why"),
+    [
+        ("transA", 1, "trans-a", "has transA=1: its input is not a flattened feature map"),
+        ("alpha", 0.5, "quantized-scaling", "scales its quantized product by alpha=0.5"),
+    ],
+)
+def test_qgemm_with_trans_a_or_alpha_is_refused(attr: str, value: float, code: str, why: str) -> None:
+    model = onnx.load(str(MODELS / "ort_qop_vgg_small.onnx"))
+    last = next(n for n in model.graph.node if n.op_type == "QGemm" and n.output[0] == "output_quantized")
+    kept = [a for a in last.attribute if a.name != attr]
+    del last.attribute[:]
+    last.attribute.extend([*kept, onnx.helper.make_attribute(attr, value)])
+    found = onnx_fc2conv.inspect(model)
+    assert [(s.code.value, s.reason) for s in found.skipped] == [
+        (code, f"QGemm '/classifier/classifier.6/Gemm_quant' {why}")
     ]
 
 
