@@ -125,6 +125,27 @@ def test_reshape_round_trip_back_to_the_start_is_rebuilt_from_shape() -> None:
     _same_as(result.model, oracle, (2, 3, 9, 7))
 
 
+def test_a_transpose_that_keeps_the_shape_only_at_the_exported_size_is_no_round_trip() -> None:
+    """`[1, 16, 4 * 4]` transposed swaps channels and positions; its shape is the same only because
+    16 = 4 * 4. Reading the way back as `Shape(c)` would mix positions into channels at other sizes."""
+    graph = """
+        g (float[1, 3, 5, 5] input) => (float[1, 5] fc) {
+            c = Conv <kernel_shape = [2, 2]> (input, w1)
+            rows = Reshape (c, t3)
+            swapped = Transpose <perm = [0, 2, 1]> (rows)
+            back = Reshape (swapped, t4)
+            gap = GlobalAveragePool (back)
+            flat = Flatten <axis = 1> (gap)
+            fc = Gemm <transB = 1> (flat, w, b)
+        }
+    """
+    weights = _weights(w1=(16, 3, 2, 2), t3=np.array([0, 0, -1]), t4=np.array([1, 16, 4, 4]), w=(M, 16), b=(M,))
+    reason = (
+        "Reshape 'back' bakes the spatial size into its target shape [1, 16, 4, 4]; the model cannot run at other sizes"
+    )
+    assert backbone_refusals(text_model(graph, **weights)) == [("back", Code.BAKED_SIZE, reason)]
+
+
 _GATE = """
     g (float[{batch}, 3, {h}, {w}] input) => (float[{batch}, 5] fc) {{
         c = Conv <kernel_shape = [2, 2]> (input, w1)

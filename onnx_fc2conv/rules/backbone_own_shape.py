@@ -47,11 +47,16 @@ def _static(dims: tuple | None) -> bool:
     return dims is not None and all(isinstance(d, int) for d in dims)
 
 
-def _shape_keeping(node: gs.Node) -> bool:
-    """One output holding the elements of its first input, in the same number."""
+def _shape_keeping(ctx: BackboneContext, node: gs.Node) -> bool:
+    """One output holding the elements of its first input, in the same number; an op that keeps
+    the shape only at the exported size (a Transpose of a square `[N, C, H*W]`, C = H*W, that
+    swaps channels and positions) is no step of a round trip, so the probe must agree."""
     if node.op in _COUNT_KEEPING:
         return True
-    return len(node.outputs) == 1 and bool(node.inputs) and shape(node.outputs[0]) == shape(node.inputs[0])
+    if len(node.outputs) != 1 or not node.inputs or shape(node.outputs[0]) != shape(node.inputs[0]):
+        return False
+    before, after = ctx.probe(node.inputs[0]), ctx.probe(node.outputs[0])
+    return before is None or after is None or before == after
 
 
 def round_trip_start(ctx: BackboneContext, tensor: gs.Tensor, target: list[int]) -> gs.Tensor | None:
@@ -59,7 +64,7 @@ def round_trip_start(ctx: BackboneContext, tensor: gs.Tensor, target: list[int])
     shape the target holds (a Reshape on the way is judged on its own)."""
     for _ in range(_ROUND_TRIP_STEPS):
         node = producer(tensor)
-        if node is None or not ctx.fed(id(node)) or not _shape_keeping(node):
+        if node is None or not ctx.fed(id(node)) or not _shape_keeping(ctx, node):
             return None
         tensor = node.inputs[0]
         if _static(shape(tensor)) and own_shape(target, shape(tensor)):
