@@ -120,7 +120,7 @@ def update_manifest(records: Sequence[dict[str, Any]], replaced: Iterable[str]) 
     gone = set(replaced)
     kept = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else []
     merged = [r for r in kept if r["file"] not in gone] + list(records)
-    merged.sort(key=lambda r: (EXPORTER_ORDER[r["exporter"]], r["file"]))
+    merged.sort(key=lambda r: (EXPORTER_ORDER.get(r["exporter"], len(EXPORTER_ORDER)), r["file"]))
     MANIFEST.write_text(json.dumps(merged, indent=2) + "\n")
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import onnx
 import onnx_graphsurgeon as gs
 
-from . import dilate, files, static_size
+from . import dilate, files, static_size, tokens
 from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
 from .batch_head import route_batches
+from .dense_prefix import dense_notices
 from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
 from .geometry import Geometry, output_geometry
 from .graph import Edit, import_graph, opset_version, shape, value_info_dims, write_back
@@ -142,7 +143,7 @@ def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph,
         raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
     graph = import_graph(model)
     search = find_heads(graph, opset_version(model), dense=options.dense, mlp_rank=options.mlp_spatial_rank)
-    return graph, search
+    return graph, tokens.summarize_token_heads(graph, search)
 
 
 def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:
@@ -251,10 +252,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     notices += [dilation.describe()] if dilation else []
     if not search.heads and not kept:
         notices.append("no FC layer found: the model is already fully convolutional; only its input was relaxed")
-    for head in search.heads:
-        if options.dense and not head.dense:
-            why = "it has no global pool" if head.pool is None else "ops sit between the pool and the FC layers"
-            notices.append(f"head {head.name}: dense mode does not apply ({why}); rewritten as usual")
+    notices += dense_notices(search.heads, options.dense)
     head_outputs = {
         out: (options.mlp_spatial_rank if h.reads_input else h.spatial_rank) for h in search.heads for out in h.outputs
     }

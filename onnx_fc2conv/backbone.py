@@ -7,18 +7,18 @@ tried in order; the first that returns a fix or refuses decides.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import onnx
 import onnx_graphsurgeon as gs
 
-from .graph import ancestors, node_id, shape, value_info_dims
+from .graph import Edit, ancestors, import_graph, node_id, shape, value_info_dims, write_back
 from .heads import Head, Skipped
 from .layout import InputLayout, trace_layout
 from .rules import BACKBONE_RULES
 from .rules.backbone_base import BackboneContext, BackboneFix
 from .rules.base import Refusal
-from .shapes import infer_skeleton, skeleton_at
+from .shapes import infer_skeleton, skeleton, skeleton_at
 from .sizes import runs_at
 
 __all__ = ["BackboneFix", "BackbonePlan", "plan_backbone"]
@@ -52,24 +52,40 @@ def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) ->
 
     Nodes between the inputs and the heads' maps are looked at in graph order; what follows a
     refused node has no known shape at the probe size (so a later Reshape that only fits the
-    refused one's output is listed too).
+    refused one's output is listed too). Shapes at the probe size are inferred again with the
+    fixes found so far applied (a fixed node changes what follows it there), until no more fixes
+    are found.
     """
-    plan = BackbonePlan()
     spatial = _spatial_count(graph)
     if spatial == 0:
-        return plan
+        return BackbonePlan()
     static = _static_layouts(graph)
-    probed = _probe_shapes(model, static)
-    tainted: set[int] = set()
     fed = _input_fed(graph)
-    ctx = BackboneContext(
-        graph,
-        spatial,
-        lambda t: None if id(t) in tainted else probed.get(t.name),
-        fed.__contains__,
-        _grows(model, static),
-    )
+    grows = _grows(model, static)
     region = {id(n) for n in ancestors(h.flatten.feature for h in heads)} if heads else {id(n) for n in graph.nodes}
+    plan = _plan_pass(
+        graph, BackboneContext(graph, spatial, _probe_shapes(model, static).get, fed.__contains__, grows), region
+    )
+    for _ in range(_REPROBES):
+        if not plan.fixes:
+            break
+        probed = _probe_shapes(_fixed_skeleton(model, graph, plan.fixes), static)
+        again = _plan_pass(graph, BackboneContext(graph, spatial, probed.get, fed.__contains__, grows), region)
+        if [f.node for f in again.fixes] == [f.node for f in plan.fixes]:
+            return again
+        plan = again
+    return plan
+
+
+_REPROBES = 16  # each pass can show what a fix hid (a chain of Reshapes); two or three are usual
+
+
+def _plan_pass(graph: gs.Graph, base: BackboneContext, region: set[int]) -> BackbonePlan:
+    """One look at the region's nodes with `base.probe` (a shape by tensor name) at the probe size."""
+    plan = BackbonePlan()
+    tainted: set[int] = set()
+    names = base.probe
+    ctx = replace(base, probe=lambda t: None if id(t) in tainted else names(t.name))
     for node in graph.nodes:
         if any(id(t) in tainted for t in node.inputs):
             tainted.update(id(t) for t in node.outputs)
@@ -86,6 +102,21 @@ def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) ->
                 plan.fixes.append(fix)
                 break
     return plan
+
+
+def _fixed_skeleton(model: onnx.ModelProto, graph: gs.Graph, fixes: list[BackboneFix]) -> onnx.ModelProto:
+    """The weight-free skeleton of `model` with `fixes` applied (to a graph of its own)."""
+    skel = skeleton(model)
+    copy = import_graph(skel)
+    if len(copy.nodes) != len(graph.nodes):
+        return skel  # not the graph `model` was imported as: nothing to apply the fixes to
+    position = {id(n): i for i, n in enumerate(graph.nodes)}
+    edit = Edit(copy)
+    moved = [replace(fix, target=copy.nodes[position[id(fix.target)]]) for fix in fixes]  # before nodes are added
+    for fix in moved:
+        fix.apply(edit)
+    write_back(copy, skel)
+    return skel
 
 
 def _static_layouts(graph: gs.Graph) -> list[tuple[InputLayout, tuple[int, ...]]]:

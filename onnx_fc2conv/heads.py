@@ -15,6 +15,7 @@ from typing import Any
 
 import onnx_graphsurgeon as gs
 
+from .dense_prefix import affine, behind_global_pool, conv_classifier, densify, pointwise_prefix
 from .fc import FC_OPS, FcLayer, data_operand, is_candidate, match_fc
 from .graph import (
     constant_shape,
@@ -30,13 +31,13 @@ from .graph import (
 )
 from .quantized import QDQ_OPS, refuse_per_channel_pair, refused_quantized_nodes
 from .rules import FLATTEN_RULES, tail_rules_for
-from .rules.base import Code, Refusal, TailOp, TailWalk, axes_of
+from .rules.base import Code, Refusal, TailOp, TailWalk
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
 from .rules.flatten_mlp import match_input
 from .rules.flatten_nhwc import absorb
-from .rules.flatten_pool import GLOBAL_POOLS, LINEAR_POOLS, match_pool
+from .rules.flatten_pool import match_pool
 from .rules.flatten_reduce import SPATIAL_REDUCES, channel_last_source
-from .rules.tail_elementwise import LINEAR, Elementwise
+from .rules.tail_elementwise import Elementwise
 from .rules.tail_per_feature import PerFeature
 
 __all__ = ["FcLayer", "FlattenKind", "Head", "HeadSearch", "Pool", "Skipped", "find_heads"]
@@ -57,6 +58,7 @@ class Head:
     reference: gs.Tensor  # where the original head subgraph starts (verification cuts here)
     linear: bool  # no nonlinearity after the pool: a dense map averages to the logits
     dense: bool = False
+    not_dense: str = ""  # with --dense: why the head stays behind its pool
 
     @property
     def kind(self) -> FlattenKind:
@@ -316,64 +318,50 @@ def find_heads(graph: gs.Graph, opset: int, *, dense: bool = False, mlp_rank: in
     search = HeadSearch()
     claimed: set[int] = set()
     for node in list(graph.nodes):
-        if id(node) in claimed or not is_candidate(node):
+        conv_head = conv_classifier(graph, node) if dense and id(node) not in claimed else None
+        if id(node) in claimed or not (conv_head or is_candidate(node)):
             continue
         search.candidates += 1
         claimed.add(id(node))
         data = data_operand(node)
         try:
-            flat = _match_flatten(graph, node, data, mlp_rank)
-            first = match_fc(graph, node, data, flat.feature_shape)
+            if conv_head:  # a 1 x 1 Conv and its flatten: the classifier without FC layers
+                (first, flat), not_dense = conv_head, ""
+            else:
+                flat, not_dense = _flatten_for(graph, node, data, mlp_rank, dense)
+                first = match_fc(graph, node, data, flat.feature_shape)
             claimed.update(id(n) for n in first.nodes)
             layers, tail, outputs, linear = _walk_tail(graph, opset, first, claimed)
         except Refusal as refusal:
             _claim_downstream(node, claimed)
-            search.skipped.append(Skipped(node_id(node), refusal.reason, refusal.code, _behind_global_pool(data)))
+            search.skipped.append(Skipped(node_id(node), refusal.reason, refusal.code, behind_global_pool(data)))
             continue
         if not outputs:
             reason = f"{node_label(node)}: the head reaches no graph output"
             search.skipped.append(Skipped(node_id(node), reason, Code.NO_OUTPUT))
             continue
         unique = tuple({id(t): t for t in outputs}.values())
-        linear &= all(n.op in _SCALAR_BINARY or n.op in LINEAR for n in flat.between)
-        head = Head(flat, tuple(layers), tuple(tail), unique, flat.feature, linear)
+        linear &= all(affine(n) for n in flat.between)
+        head = Head(flat, tuple(layers), tuple(tail), unique, flat.feature, linear, not_dense=not_dense)
         search.heads.append(densify(head) if dense else head)
     search.skipped += [Skipped(r.node, r.reason, r.code) for r in refused_quantized_nodes(graph)]
     return search
 
 
-def _behind_global_pool(data: gs.Tensor) -> bool:
-    """`data` is computed from a global pool of an image map through ops on the pooled vector:
-    its shape no longer depends on the input size."""
-    seen: set[int] = set()
-    stack = [data]
-    while stack and len(seen) < 64:
-        node = producer(stack.pop())
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        source = node.inputs[0] if node.inputs else None
-        if node.op in GLOBAL_POOLS or (node.op in SPATIAL_REDUCES and source is not None and _pools_all_spatial(node)):
-            return True
-        stack.extend(t for t in node.inputs if not isinstance(t, gs.Constant))
-    return False
-
-
-def _pools_all_spatial(node: gs.Node) -> bool:
-    rank = len(shape(node.inputs[0]) or ())
-    return rank >= 4 and (axes_of(node, rank) or set()) >= set(range(2, rank))  # not a LayerNorm over tokens
-
-
-def densify(head: Head) -> Head:
-    """Dense mode: run the 1 x 1 head before the global pool, whose node is dropped."""
-    pool = head.pool
-    if pool is None or any(d != 1 for d in head.feature_shape[1:]):
-        return head
-    flat = replace(
-        head.flatten, ops=(pool.op, *head.flatten.ops), feature=pool.source, feature_shape=pool.source_shape,
-        perm=None, keepdims=None,
-    )  # fmt: skip
-    return replace(head, flatten=flat, linear=head.linear and pool.op in LINEAR_POOLS, dense=True)
+def _flatten_for(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int, dense: bool) -> tuple[FlattenMatch, str]:
+    """The flatten before `fc`; with `dense`, pointwise layers after a global pool that move in front
+    of it with the head (dense_prefix.py), or why they cannot."""
+    try:
+        flat = _match_flatten(graph, fc, data, mlp_rank)
+    except Refusal as refusal:
+        found = pointwise_prefix(graph, fc, data) if dense else None
+        if isinstance(found, FlattenMatch):
+            return found, ""
+        raise refusal if found is None else Refusal(refusal.code, f"dense mode: {found}") from None
+    found = pointwise_prefix(graph, fc, data) if dense and flat.pool is None else None
+    if isinstance(found, FlattenMatch):
+        return found, ""
+    return flat, found or ("it has no global pool" if flat.pool is None else "")
 
 
 def _claim_downstream(node: gs.Node, claimed: set[int]) -> None:

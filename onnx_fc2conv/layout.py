@@ -66,12 +66,60 @@ def trace_layout(tensor: gs.Tensor) -> InputLayout | None:
                 perm = _unit_dims_moved(node)
                 if perm is not None:
                     stack.append((node.outputs[0], tuple(order[p] for p in perm)))
+            elif node.op in _SELECT and (node.op == "Concat" or node.inputs[0] is current):
+                moved = _selected(node, order)
+                if moved is not None:
+                    stack.extend((out, moved) for out in (node.outputs if node.op == "Split" else node.outputs[:1]))
     if len(found) != 1:
         return None
-    order = found.pop()
-    if len(order) < 3:
+    return _layout(tensor.name, found.pop())
+
+
+def _layout(name: str, order: tuple[int, ...]) -> InputLayout | None:
+    """The layout a Conv's `[N, C, *S]` gives; a channel axis rebuilt from slices of the input's
+    (torchvision's `transform_input`: each channel gathered, scaled, unsqueezed and concatenated)
+    is the one input axis the order lost."""
+    if len(order) < 3 or order.count(_NEW) > 1 or _NEW in (order[0], *order[2:]):
         return None
-    return InputLayout(tensor.name, order[0], order[1], tuple(order[2:]))
+    if order[1] == _NEW:
+        lost = set(range(len(order))) - set(order)
+        if len(lost) != 1:
+            return None
+        order = (order[0], lost.pop(), *order[2:])
+    return InputLayout(name, order[0], order[1], tuple(order[2:]))
+
+
+_NEW = -1  # an axis the data flow added (Unsqueeze): not one of the input's
+_SELECT = frozenset({"Gather", "Slice", "Split", "Concat", "Unsqueeze", "Squeeze"})
+
+
+def _selected(node: gs.Node, order: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The axes after an op that selects along one axis (Slice, Split, Concat and Gather with an
+    index list keep them; Gather with one index drops its axis) or adds and drops unit axes."""
+    if node.op in ("Slice", "Split", "Concat"):
+        return order
+    if node.op == "Gather":
+        index = constant(node.inputs[1])
+        if index is None:
+            return None
+        if index.ndim:
+            return order
+        axis = int(node.attrs.get("axis", 0)) % len(order)
+        return order[:axis] + order[axis + 1 :]
+    axes = node.attrs.get("axes")
+    if axes is None and len(node.inputs) > 1:
+        found = constant(node.inputs[1])
+        axes = None if found is None else [int(a) for a in found.reshape(-1)]
+    if axes is None:
+        return None
+    if node.op == "Squeeze":
+        drop = {a % len(order) for a in axes}
+        return tuple(o for i, o in enumerate(order) if i not in drop)
+    rank = len(order) + len(axes)
+    out = list(order)
+    for a in sorted(a % rank for a in axes):
+        out.insert(a, _NEW)
+    return tuple(out)
 
 
 _SIZED = frozenset({"Pad", "Resize", "Upsample", "Clip", "QuantizeLinear", "DequantizeLinear"})

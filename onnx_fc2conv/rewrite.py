@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from .dense_prefix import move_onto_map
 from .fc import FcLayer
-from .graph import Edit, constant, constant_shape, constant_source, reshape_in_place, shape
+from .graph import Edit, constant, constant_source, reshape_in_place, shape
 from .heads import Head
 from .quantized import kernel_behind_dequantize, qlinear_conv, value_shape
 
@@ -67,10 +68,8 @@ def rewrite_head(edit: Edit, head: Head) -> list[LayerRewrite]:
         if head.flatten.reduce_source is not None:  # reduce the channel-first map, not its Transpose
             _reduce_spatial_axes(edit, reduce, head.flatten.reduce_source)
     done = []
-    first_input = head.flatten.feature
-    for node in head.flatten.between:  # elementwise ops between flatten and FC now work on the map
-        node.inputs[next(i for i, t in enumerate(node.inputs) if constant_shape(t) is None)] = first_input
-        first_input = node.outputs[0]
+    # ops between the map and the FC layers (elementwise, or pointwise layers in dense mode) now work on the map
+    first_input = move_onto_map(edit, head.flatten.between, head.flatten.feature)
     for i, layer in enumerate(head.layers):
         source = first_input if i == 0 else None
         done.append(_layer_to_conv(edit, layer, source, head.perm if i == 0 else None))

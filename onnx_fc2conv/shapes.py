@@ -10,6 +10,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 from onnx import helper
 
+from . import contrib_shapes
 from .graph import opset_version, set_value_info_dims, shape, value_info_dims
 from .layout import InputLayout, trace_layout
 
@@ -204,6 +205,7 @@ def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
         logging.getLogger("onnxruntime.tools.symbolic_shape_infer").setLevel(logging.ERROR)
         inference = SymbolicShapeInference(2**31 - 1, True, False, 0)
         inference._preprocess(skel)
+        contrib_shapes.register(inference)
         complete = False
         while inference.run_:
             complete = inference._infer_impl()
@@ -270,13 +272,23 @@ def clear_output_shapes(model: onnx.ModelProto, outputs: set[str]) -> dict[str, 
 
 
 def restore_output_ranks(model: onnx.ModelProto, ranks: dict[str, int]) -> None:
-    """Outputs shape inference could not reach (a custom op) keep their rank, with unknown dims."""
-    for out in model.graph.output:
-        tensor_type = out.type.tensor_type
-        if out.name in ranks and out.type.HasField("tensor_type") and not tensor_type.HasField("shape"):
-            shape = tensor_type.shape
-            for _ in range(ranks[out.name]):
-                shape.dim.add()
+    """Outputs onnx's inference could not reach (behind a contrib op) take the symbolic pass's
+    shape; where that fails too they keep their rank, with unknown dims."""
+    missing = [
+        out
+        for out in model.graph.output
+        if out.name in ranks and out.type.HasField("tensor_type") and not out.type.tensor_type.HasField("shape")
+    ]
+    if not missing:
+        return
+    inferred = {o.name: o.type.tensor_type for o in inferred_skeleton(model).graph.output}
+    for out in missing:
+        found = inferred.get(out.name)
+        if found is not None and found.HasField("shape"):
+            out.type.tensor_type.shape.CopyFrom(found.shape)
+            continue
+        for _ in range(ranks[out.name]):
+            out.type.tensor_type.shape.dim.add()
 
 
 def name_output_dims(model: onnx.ModelProto, outputs: dict[str, int], names: DimNames) -> None:

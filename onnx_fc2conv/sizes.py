@@ -10,6 +10,7 @@ broadcast or Concat that does not fit is an error; verification then runs the cl
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import onnx
@@ -91,6 +92,9 @@ def size_error(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...
     return None
 
 
+_STEPS = (2, 4, 8, 16, 32, 64)  # steps tried beside the output stride, for backbones that hide it
+
+
 def _step(
     model: onnx.ModelProto,
     layout: InputLayout,
@@ -104,7 +108,7 @@ def _step(
 
     Any size is claimed only where sizes one stride apart run too: below the stride the maps
     often keep their size, so one or two pixels more prove nothing."""
-    candidates = [*([1] if any_size else []), *([stride] if stride else []), 2, 4, 8, 16, 32, 64]
+    candidates = [*([1] if any_size else []), *([stride] if stride else []), *_STEPS]
     for step in dict.fromkeys(candidates):
         grows = [step, 2 * step] + ([stride, stride + 1] if step == 1 and stride and stride > 2 else [])
         sizes = [tuple(e + g if a == axis else e for a, e in enumerate(exported)) for g in grows]
@@ -124,6 +128,11 @@ def valid_sizes(
     geometry's; where there is none, `estimate` only guides the step, not the minimum)."""
     guide = stride or estimate
     axes = range(len(exported))
+    # every step tried below divides this one: where the model does not run one such step larger on
+    # every axis, no step does (a quick answer for graphs whose shape inference takes seconds)
+    common = tuple(math.lcm(_STEPS[-1], guide[axis] if guide else 1) for axis in axes)
+    if not runs_at(model, layout, tuple(e + c for e, c in zip(exported, common, strict=True))):
+        return ValidSizes(tuple(exported), tuple(exported), (0,) * len(exported))
     steps = [_step(model, layout, exported, axis, guide[axis] if guide else None, True) for axis in axes]
     if 1 in steps and not all(
         runs_at(model, layout, size) for size in ValidSizes(exported, exported, tuple(steps)).larger()

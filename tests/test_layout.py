@@ -91,3 +91,78 @@ def test_shape_inference_leaves_no_file_in_the_working_folder(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     onnx_fc2conv.inspect(model)
     assert list(tmp_path.iterdir()) == []
+
+
+def _channels_rebuilt(index: str, unsqueeze: str) -> onnx.ModelProto:
+    """torchvision's `transform_input`: each channel gathered (`x[:, i]`), rescaled, unsqueezed and
+    concatenated again before the first Conv."""
+    lines = []
+    for i in range(3):
+        lines.append(f"i{i} = Constant<value = int64{index} {{{i}}}>()")
+        lines.append(f"g{i} = Gather<axis = 1>(x, i{i})")
+        lines.append(f"u{i} = {unsqueeze.format(src=f'g{i}')}")
+        lines.append(f"s{i} = Mul(u{i}, scale)")
+        lines.append(f"c{i} = Add(s{i}, shift)")
+    body = "\n".join(lines)
+    return _with_weights(
+        f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 3, 9, 8] x) => (float[1, 4] y) {{
+          {body}
+          cat = Concat<axis = 1>(c0, c1, c2)
+          f = Conv<kernel_shape = [3, 3], strides = [2, 2]>(cat, w)
+          fl = Flatten(f)
+          y = Gemm<transB = 1>(fl, fc)
+        }}""",
+        scale=np.array(0.458, np.float32),
+        shift=np.array(-0.03, np.float32),
+        axes=np.array([1], np.int64),
+        w=RNG.standard_normal((5, 3, 3, 3)).astype(np.float32),
+        fc=RNG.standard_normal((4, 5 * 4 * 3)).astype(np.float32),
+    )
+
+
+def test_channels_gathered_and_concatenated_again_keep_their_axes() -> None:
+    model = _channels_rebuilt("", "Unsqueeze({src}, axes)")
+    layout = trace_layout(import_graph(model).inputs[0])
+    assert (layout.batch, layout.channel, layout.spatial) == (0, 1, (2, 3))
+    result = onnx_fc2conv.convert(model)
+    assert [r.new_shape for r in result.relaxed_inputs] == [("batch", 3, "height", "width")]
+    assert {c.check for c in result.verification.comparisons} >= {"same size", "larger size"}
+    assert result.verification.passed
+
+
+def test_a_channel_index_list_keeps_the_axis_without_unsqueeze() -> None:
+    layout = trace_layout(import_graph(_channels_rebuilt("[1]", "Identity({src})")).inputs[0])
+    assert (layout.batch, layout.channel, layout.spatial) == (0, 1, (2, 3))
+
+
+def test_rows_gathered_one_by_one_are_not_a_spatial_axis() -> None:
+    """Three rows picked by index and stacked again: the Conv's height is not the input's."""
+    model = _with_weights(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 3, 9, 8] x) => (float[1, 4] y) {
+          i0 = Constant<value = int64 {0}>()
+          i1 = Constant<value = int64 {4}>()
+          i2 = Constant<value = int64 {8}>()
+          g0 = Gather<axis = 2>(x, i0)
+          g1 = Gather<axis = 2>(x, i1)
+          g2 = Gather<axis = 2>(x, i2)
+          u0 = Unsqueeze(g0, axes)
+          u1 = Unsqueeze(g1, axes)
+          u2 = Unsqueeze(g2, axes)
+          cat = Concat<axis = 2>(u0, u1, u2)
+          f = Conv<kernel_shape = [3, 3], strides = [2, 2]>(cat, w)
+          fl = Flatten(f)
+          y = Gemm<transB = 1>(fl, fc)
+        }""",
+        axes=np.array([2], np.int64),
+        w=RNG.standard_normal((5, 3, 3, 3)).astype(np.float32),
+        fc=RNG.standard_normal((4, 5 * 1 * 3)).astype(np.float32),
+    )
+    assert trace_layout(import_graph(model).inputs[0]) is None
+    with pytest.raises(
+        onnx_fc2conv.NotConvertibleError, match="input 'x': its batch and spatial axes cannot be traced"
+    ):
+        onnx_fc2conv.convert(model)

@@ -113,8 +113,6 @@ def test_golden_qdq_verifies_at_batch_2_and_two_larger_sizes(name: str) -> None:
         ("ort_dyn_vgg_small.onnx", "dynamic-quantization", "DynamicQuantizeLinear '/classifier/classifier.4/Relu"),
         ("ort_dyn_resnet_gap.onnx", "dynamic-quantization", "DynamicQuantizeLinear '/Flatten_output_0_Quantize"),
         ("ort_dyn_vgg_small.onnx", "quantized-operator", "MatMulInteger '/classifier/classifier.6/Gemm_MatMul_quant'"),
-        # the pool is com.microsoft's QLinearGlobalAveragePool: shape inference leaves its output unknown
-        ("ort_qop_resnet_gap.onnx", "unknown-shape", "the shape of its input '/avgpool/GlobalAveragePool_output_0_q"),
     ],
 )
 def test_dynamic_and_operator_quantization_are_refused_naming_the_node(name: str, code: str, node: str) -> None:

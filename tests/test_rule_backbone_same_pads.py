@@ -6,7 +6,9 @@ import onnx
 from rule_support import text_model
 
 import onnx_fc2conv
-from onnx_fc2conv.rules.backbone_same_pads import same_upper_pads
+from onnx_fc2conv.graph import import_graph
+from onnx_fc2conv.rules.backbone_base import BackboneContext
+from onnx_fc2conv.rules.backbone_same_pads import SamePads, same_upper_pads
 
 
 def _two_branch(pads: list[int], size: int) -> onnx.ModelProto:
@@ -51,3 +53,13 @@ def test_symmetric_pads_are_a_choice_of_their_own() -> None:
     result = onnx_fc2conv.convert(_two_branch([1, 1, 1, 1], 11))
     assert result.backbone_fixes == []
     assert result.valid_sizes.describe() == "11+ x 11+"  # both branches agree at every size
+
+
+def test_strides_of_the_wrong_length_are_not_taken_for_same_pads() -> None:
+    """A malformed Conv (three strides on a 2-D map) is left to onnxruntime, which refuses it."""
+    model = _two_branch([0, 0, 1, 1], 12)
+    conv = next(n for n in model.graph.node if n.output[0] == "a")
+    next(a for a in conv.attribute if a.name == "strides").ints.append(2)
+    graph = import_graph(model)
+    ctx = BackboneContext(graph, 2, lambda t: None, lambda n: True, grows=False)
+    assert SamePads().match(ctx, next(n for n in graph.nodes if n.outputs[0].name == "a")) is None

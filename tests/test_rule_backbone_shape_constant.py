@@ -28,13 +28,15 @@ def test_expand_over_channels_only_is_left_alone() -> None:
 
 
 def test_expand_to_fixed_spatial_shape_refused() -> None:
+    """Expanded to the exported map size and read as it is (an Expand against an operand of its
+    shape follows that operand instead: rules/backbone_own_shape)."""
     model = text_model(
         """
         g (float[1, 3, 5, 4] input) => (float[1, 5] fc) {
             conv = Conv <kernel_shape = [2, 2]> (input, conv_w)
             gate = GlobalAveragePool (conv)
             ex = Expand (gate, shape)
-            mixed = Mul (conv, ex)
+            mixed = Relu (ex)
             flat = Flatten <axis = 1> (mixed)
             fc = Gemm <transB = 1> (flat, w, b)
         }

@@ -69,11 +69,18 @@ def test_no_fc_model_with_batch_baked_into_a_reshape_fails_at_batch_2() -> None:
 
 
 def test_no_fc_model_that_returns_one_image_for_two_fails() -> None:
-    """`Reshape [1, -1]` runs at batch 2 but folds both images into one row: caught by shape."""
+    """`Reshape [1, -1]` runs at batch 2 but folds both images into one row: the output declared
+    `[batch, ?]` returns one row for two images."""
     original = _pooled([1, -1])
     report = onnx_fc2conv.verify(original, as_converted(original))
     assert not report.passed
     failure = report.failures[0]
+    note = f"declared shape [batch, ?], returns [1, {2 * C}]"
+    assert (failure.check, failure.input_shape[0], failure.note) == ("declared shape", 2, note)
+    # without the declaration, the comparison itself catches it by shape
+    converted = as_converted(original)
+    converted.graph.output[0].type.tensor_type.ClearField("shape")
+    failure = onnx_fc2conv.verify(original, converted).failures[0]
     assert (failure.check, failure.input_shape[0], failure.note) == ("same size", 2, f"shape [1, {2 * C}] != [2, {C}]")
 
 

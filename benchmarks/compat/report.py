@@ -34,8 +34,8 @@ def cause_of(result: str, detail: list[str], layout: str = "") -> str:
     if result == "refused":
         if runs_larger:
             return "false refusal: the export itself runs at other sizes and equals the framework"
-        if "after the FC layers" in text and "Reshape" in text:
-            return "refused: a transformer's attention projections taken for FC heads (true: fixed token count)"
+        if "class token" in text or "each token of a sequence" in text:
+            return "refused: a class-token head on a fixed-length token sequence (attention over a fixed token count)"
         if "not from a flattened feature map" in text:
             return "refused: an op between the pool/flatten and the FC layers"
         if re.search(r"bakes|pins|cannot run at other sizes|fixed shape|runs only at its exported size", text):

@@ -197,3 +197,22 @@ def keras_mobilenet_v1_head(inputs: keras.KerasTensor) -> keras.Model:
             layers.Activation("softmax"),
         ]
     )
+
+
+@tf2onnx(
+    "keras_one_by_one_concat.onnx",
+    (1, 16, 16, 3),
+    15,
+    "InceptionV3's mixed8: BatchNorm on a map 1x1 at the exported size written as Reshape [-1, C, 1, 1], then a Concat",
+    dynamic_batch=True,
+    issue=11,
+)
+def keras_one_by_one_concat(inputs: keras.KerasTensor) -> keras.Model:
+    x = layers.Conv2D(8, 3, strides=2)(inputs)  # 7x7
+    x = layers.Conv2D(8, 3, strides=2)(x)  # 3x3
+    branch = layers.Conv2D(8, 3, strides=2, use_bias=False)(x)  # 1x1 at 16x16 only
+    branch = layers.ReLU()(layers.BatchNormalization()(branch))
+    pooled = layers.MaxPooling2D(3, strides=2)(x)  # 1x1
+    x = layers.Concatenate()([branch, pooled])
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(NUM_CLASSES)(x))

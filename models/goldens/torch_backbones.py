@@ -10,7 +10,7 @@ import torchvision
 from timm.layers import EcaModule, ScaledStdConv2d, StdConv2d, create_conv2d, create_pool2d
 from torch import nn
 
-from goldens import torchscript
+from goldens import dynamo, torchscript
 from goldens.torch_blocks import NUM_CLASSES, Classifier, conv_bn
 
 
@@ -27,6 +27,12 @@ class PoolFormerBlock(nn.Module):
         return x + self.pool(y) - y
 
 
+@dynamo(
+    "dynamo_groupnorm1.onnx",
+    (1, 3, 32, 32),
+    "GroupNorm(1, C) through dynamo: Reshape [0, 1, -1] -> InstanceNormalization -> Reshape [1, C, H, W] as exported",
+    issue=11,
+)
 @torchscript(
     "ts_groupnorm1.onnx",
     (1, 3, 32, 32),
@@ -38,6 +44,12 @@ def groupnorm1() -> nn.Module:
     return Classifier(features, nn.AdaptiveAvgPool2d(1), nn.Linear(8, NUM_CLASSES))
 
 
+@dynamo(
+    "dynamo_eca.onnx",
+    (1, 3, 32, 32),
+    "timm ECA through dynamo: expand_as as Expand to the exported [1, C, H, W], Reshape [1, -1, 1, 1]",
+    issue=11,
+)
 @torchscript(
     "ts_eca.onnx",
     (1, 3, 32, 32),

@@ -16,7 +16,7 @@ from torch import nn
 from goldens import Exporter, Golden
 
 SEED = 0
-MODULES = ("goldens.torch_heads", "goldens.torch_head_patterns", "goldens.torch_backbones")
+MODULES = ("goldens.torch_heads", "goldens.torch_head_patterns", "goldens.torch_backbones", "goldens.torch_inputs")
 
 
 def randomize_norms(module: nn.Module) -> None:

@@ -42,7 +42,9 @@ class SamePads:
         kernel = list(node.attrs.get("kernel_shape") or (shape(node.inputs[1]) or ())[2:])
         strides = list(node.attrs.get("strides") or [1] * n)
         dilations = list(node.attrs.get("dilations") or [1] * n)
-        if not all(isinstance(d, int) for d in sizes) or len(kernel) != n or all(s == 1 for s in strides):
+        if not all(isinstance(d, int) for d in sizes) or {len(kernel), len(strides), len(dilations)} != {n}:
+            return None  # attributes of the wrong length: onnxruntime refuses the node itself
+        if all(s == 1 for s in strides):
             return None
         if pads[:n] == pads[n:] or pads != same_upper_pads(sizes, kernel, strides, dilations):
             return None

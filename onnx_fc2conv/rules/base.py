@@ -51,6 +51,7 @@ class Code(str, Enum):
     BAKED_BATCH = "baked-batch"
     FIXED_RESIZE = "fixed-resize"
     FIXED_EXPAND = "fixed-expand"
+    TOKEN_SEQUENCE = "token-sequence"
     QDQ_PER_CHANNEL = "qdq-per-channel"
     BLOCK_QUANTIZED = "block-quantized"
     QUANT_AXIS = "quant-axis"

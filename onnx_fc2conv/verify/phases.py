@@ -14,6 +14,8 @@
    and each head on every window; without FC heads, the original graph itself run at that size.
 5. Checker: `onnx.checker.check_model(full_check=True)` on the converted graph.
 
+Every run of the converted model also holds its outputs to their declared shapes (declared.py).
+
 Not vacuous: every comparison needs matching, non-empty, finite arrays; a run that compared
 nothing fails (VerificationReport.passed).
 """
@@ -31,6 +33,7 @@ from ..errors import one_line
 from ..heads import Head
 from ..shapes import check_graph
 from .compare import PhaseResult, Tolerance, VerificationReport, compare, failed
+from .declared import Declared
 from .inputs import Inputs, ModelInput, default_sizes, model_inputs, random_value
 from .quantized_units import output_units, unit_notes
 from .reference import HeadsReference, WholeModelReference, run_original
@@ -56,13 +59,15 @@ class Setup:
     options: VerifyOptions
     plan: Inputs
     rng: np.random.Generator
+    declared: Declared
 
     @classmethod
     def of(
         cls, original: onnx.ModelProto, converted: onnx.ModelProto, heads: list[Head], options: VerifyOptions
     ) -> Setup:
         plan = model_inputs(original, converted, {h.feature for h in heads if h.reads_input})
-        return cls(original, converted, heads, options, plan, np.random.default_rng(options.seed))
+        rng = np.random.default_rng(options.seed)
+        return cls(original, converted, heads, options, plan, rng, Declared(converted))
 
     @property
     def units(self) -> dict[str, float]:
@@ -144,6 +149,10 @@ def same_size(setup: Setup, batch_run: BatchRun) -> PhaseResult:
             continue
         if batch_run.failure:
             result.comparisons.append(failed("same size", name, batch_run.input_shape, batch_run.failure))
+            continue
+        claim = setup.declared.problem(name, batch_run.actual[name], batch_run.input_shape)
+        if claim:
+            result.comparisons.append(failed("declared shape", name, batch_run.input_shape, claim))
             continue
         result.comparisons.append(
             compare(
@@ -266,8 +275,11 @@ def larger_sizes(setup: Setup, conv_sess: ort.InferenceSession, larger: LargerSi
             result.comparisons += [failed("larger size", name, shape, str(exc)) for name in reference.outputs]
             continue
         for name, exp in expected.items():
-            if isinstance(exp, str):
-                result.comparisons.append(failed("larger size", name, shape, exp))
+            claim = setup.declared.problem(name, actual[name], shape) if name in actual else ""
+            if isinstance(exp, str) or claim:
+                result.comparisons.append(
+                    failed("declared shape" if claim else "larger size", name, shape, claim or exp)
+                )
             elif reference.keep(name, exp, actual[name]):
                 result.comparisons.append(
                     compare(

@@ -130,17 +130,27 @@ def head_on_windows(head: Head, head_sess: ort.InferenceSession, feature: np.nda
     names = [o.name for o in head_sess.get_outputs()]
     try:
         stacked = head_sess.run(names, {ref_input.name: np.concatenate(crops, axis=0)})
+        _require_batch(stacked, n * len(crops))
         per_window = [[out[i * n : (i + 1) * n] for out in stacked] for i in range(len(crops))]
     except Exception:  # the head bakes its batch size: one window at a time, image by image if need be
         per_window = []
         for crop in crops:
             outs, _ = run_batch(head_sess, {ref_input.name: crop}, "the original head on a window")
+            if any(outs[name].shape[:1] != (n,) for name in names):  # a `Reshape [1, -1]` ran on n images
+                per_image = [run(head_sess, {ref_input.name: crop[i : i + 1]}, "the original head") for i in range(n)]
+                outs = {name: np.concatenate([p[name] for p in per_image]) for name in names}
             per_window.append([outs[name] for name in names])
     result = {}
     for j, name in enumerate(names):
         stacked_j = np.stack([w[j] for w in per_window], axis=-1)
         result[name] = stacked_j.reshape(*stacked_j.shape[:-1], *grid)
     return result
+
+
+def _require_batch(outputs: list[np.ndarray], batch: int) -> None:
+    """A head that bakes batch 1 in a `Reshape [1, -1]` runs on a larger batch, into the wrong shape."""
+    if any(out.shape[:1] != (batch,) for out in outputs):
+        raise RunError("the original head", f"its outputs do not keep the batch of {batch}")
 
 
 class HeadsReference:
