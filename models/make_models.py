@@ -6,11 +6,13 @@ TensorFlow live in different virtual environments, so it runs once per backend::
 
     <torch-env>/bin/python models/make_models.py torch   # TorchScript-based + dynamo exports
     <tf-env>/bin/python models/make_models.py keras      # Keras models through tf2onnx
+    python models/make_models.py quantized               # ort_*: torch goldens through onnxruntime.quantization
     <torch-env>/bin/python models/make_models.py torch --only ts_lenet5.onnx   # one model
-    python models/make_models.py all                     # both, via the interpreters below
+    python models/make_models.py all                     # all three, via the interpreters below
 
 ``all`` re-invokes this script once per backend with the interpreters named by the environment variables
-``FC2CONV_TORCH_PYTHON`` and ``FC2CONV_TF_PYTHON`` (default: the current interpreter).
+``FC2CONV_TORCH_PYTHON``, ``FC2CONV_TF_PYTHON`` and ``FC2CONV_ORT_PYTHON`` (default: the current
+interpreter), torch first: the quantized goldens are made from two of its models.
 
 Every model is built from seeded weights, put in eval mode, exported, then loaded back in onnxruntime, run
 on a seeded random input and compared with the framework output. Each run rewrites the records of the
@@ -36,10 +38,14 @@ import numpy as np
 MODELS_DIR = Path(__file__).resolve().parent
 MANIFEST = MODELS_DIR / "manifest.json"
 SEED = 0
-EXPORTER_ORDER = {"torchscript": 0, "dynamo": 1, "tf2onnx": 2}
-BACKEND_EXPORTERS = {"torch": {"torchscript", "dynamo"}, "keras": {"tf2onnx"}}
-BACKEND_MODULES = {"torch": "goldens.torch_export", "keras": "goldens.keras_export"}
-INTERPRETER_VARIABLES = {"torch": "FC2CONV_TORCH_PYTHON", "keras": "FC2CONV_TF_PYTHON"}
+EXPORTER_ORDER = {"torchscript": 0, "dynamo": 1, "tf2onnx": 2, "onnxruntime.quantization": 3}
+BACKEND_EXPORTERS = {
+    "torch": {"torchscript", "dynamo"}, "keras": {"tf2onnx"}, "quantized": {"onnxruntime.quantization"}
+}  # fmt: skip
+BACKEND_MODULES = {"torch": "goldens.torch_export", "keras": "goldens.keras_export", "quantized": "goldens.ort_export"}
+INTERPRETER_VARIABLES = {
+    "torch": "FC2CONV_TORCH_PYTHON", "keras": "FC2CONV_TF_PYTHON", "quantized": "FC2CONV_ORT_PYTHON"
+}  # fmt: skip
 FEATURE_OPS = {"Conv", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool"}
 POOL_OPS = FEATURE_OPS - {"Conv"}
 CONV_TAIL_OPS = {"Relu", "HardSwish", "Clip", "Sigmoid", "Mul", "Add", "Div", "Erf", "BatchNormalization", "LeakyRelu"}
@@ -149,7 +155,7 @@ def build(backend: str, only: Sequence[str] = ()) -> None:
         for stale in (path, path.with_name(path.name + ".data")):
             stale.unlink(missing_ok=True)
         reference = exporter.export(golden, path)
-        record = verify_and_describe(path, golden, reference)
+        record = verify_and_describe(path, golden, reference, golden.atol)
         records.append(record)
         _written(record)
     if only:
@@ -162,7 +168,7 @@ def build(backend: str, only: Sequence[str] = ()) -> None:
 
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(description="Regenerate the golden models under models/.")
-    parser.add_argument("backend", nargs="?", default="all", choices=["torch", "keras", "all"])
+    parser.add_argument("backend", nargs="?", default="all", choices=[*BACKEND_MODULES, "all"])
     parser.add_argument("--only", nargs="+", default=[], metavar="FILE", help="make only these files")
     args = parser.parse_args(argv)
     if args.backend == "all":

@@ -21,6 +21,7 @@ from .graph import Edit, import_graph, opset_version, shape, value_info_dims, wr
 from .heads import Head, HeadSearch, Skipped, find_heads
 from .layout import image_layouts
 from .options import options_problem
+from .output_dims import name_outputs
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
@@ -28,7 +29,6 @@ from .shapes import (
     check_graph,
     clear_output_shapes,
     infer_shapes,
-    name_output_dims,
     relax_inputs,
     restore_output_ranks,
 )
@@ -256,10 +256,10 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     head_outputs = {
         out: (options.mlp_spatial_rank if h.reads_input else h.spatial_rank) for h in search.heads for out in h.outputs
     }
-    ranks = clear_output_shapes(model, set(output_names))  # every output may depend on the new dims
+    before = clear_output_shapes(model, set(output_names))  # every output may depend on the new dims
     infer_shapes(model, for_analysis=False)
-    restore_output_ranks(model, ranks)
-    name_output_dims(model, head_outputs, options.dim_names)
+    restore_output_ranks(model, before)
+    name_outputs(model, relaxed, options.dim_names, before, head_outputs)
     _set_mode(model, options)
     for head in search.heads:
         log.info("head %s: %s -> Conv", head.name, head.description)
@@ -327,7 +327,7 @@ def _require_a_conversion_of(original: onnx.ModelProto, converted: onnx.ModelPro
             "the second model was written with static shapes (--input-size) and verified then; "
             "verify the dynamic conversion instead"
         )
-    if all(ours[n] == theirs[n] for n in ours):
+    if MODE_KEY not in claims and all(ours[n] == theirs[n] for n in ours):  # a conversion keeps free dims as they are
         shapes = "; ".join(f"'{n}' {list(d)}" for n, d in theirs.items())
         raise UsageError(f"the second model has the original's fixed input shape ({shapes}): convert it first")
 

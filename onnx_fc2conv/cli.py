@@ -166,9 +166,9 @@ def main() -> None:
 @click.option("--dense", is_flag=True, help="Global-pool heads: apply the head before the pool (a class map).")
 @click.option("--verify/--no-verify", default=True, show_default=True, help="Prove the result equal with onnxruntime.")
 @_verify_options
-@click.option("--batch-name", default="batch", show_default=True, help="Name of the symbolic batch dim.")
-@click.option("--height-name", default="height", show_default=True, help="Name of the symbolic input height.")
-@click.option("--width-name", default="width", show_default=True, help="Name of the symbolic input width.")
+@click.option("--batch-name", default="batch", show_default=True, help="Batch dim name if the original has none.")
+@click.option("--height-name", default="height", show_default=True, help="Height dim name if the original has none.")
+@click.option("--width-name", default="width", show_default=True, help="Width dim name if the original has none.")
 @click.option(
     "--external-data-mb",
     default=1024,

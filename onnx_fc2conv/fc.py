@@ -13,17 +13,17 @@ from dataclasses import dataclass
 import onnx_graphsurgeon as gs
 
 from .graph import node_id, node_label, rank, sole_user
-from .quantized import (
-    Dequantized,
-    check_quantized_bias,
-    match_qgemm,
-    quantization_of,
-    quantized_weight,
-    value_shape,
+from .quantized import Dequantized, check_quantized_bias, quantization_of, quantized_weight, value_shape
+from .quantized_qoperator import (
+    INTEGER_FC_OPS,
+    integer_quantization,
+    is_integer_fc,
+    match_integer_fc,
+    weight_operand,
 )
 from .rules.base import Code, Refusal, per_feature_shape, scalar_shape
 
-FC_OPS = frozenset({"Gemm", "MatMul", "QGemm"})
+FC_OPS = frozenset({"Gemm", "MatMul"}) | INTEGER_FC_OPS
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,23 +55,29 @@ class FcLayer:
 
 
 def is_candidate(node: gs.Node) -> bool:
-    """Gemm, or MatMul with a constant 2-D operand, on a rank-2 (or unknown-rank) input."""
+    """Gemm, QGemm, or a MatMul (QLinearMatMul, MatMulInteger) with a constant 2-D operand, on a
+    rank-2 (or unknown-rank) input."""
     if node.op == "Gemm" or (node.op == "QGemm" and node.domain == "com.microsoft"):
         return True
-    if node.op != "MatMul" or len(node.inputs) != 2:
+    if node.op == "MatMul" and len(node.inputs) == 2:
+        right = node.inputs[1]
+    elif node.op != "QGemm" and is_integer_fc(node) and weight_operand(node) is not None:
+        right = weight_operand(node)
+    else:
         return False
-    shapes = [value_shape(t) for t in node.inputs]
+    shapes = [value_shape(node.inputs[0]), value_shape(right)]
     if not any(s is not None and len(s) == 2 for s in shapes):
         return False
-    data = node.inputs[0] if shapes[0] is None else node.inputs[1]
+    data = node.inputs[0] if shapes[0] is None else right
     return rank(data) in (None, 2)
 
 
 def data_operand(node: gs.Node) -> gs.Tensor:
     """The operand carrying the activations. For `MatMul(W, x)` with a constant W on the left this
     is `x`, so that matching refuses it for what it is (the weight on the left)."""
-    if node.op == "MatMul" and value_shape(node.inputs[0]) is not None and value_shape(node.inputs[1]) is None:
-        return node.inputs[1]
+    right = weight_operand(node) if node.op in INTEGER_FC_OPS else (node.inputs[1] if node.op == "MatMul" else None)
+    if right is not None and value_shape(node.inputs[0]) is not None and value_shape(right) is None:
+        return right
     return node.inputs[0]
 
 
@@ -80,12 +86,11 @@ def match_fc(graph: gs.Graph, node: gs.Node, data: gs.Tensor, first_shape: tuple
     label = node_label(node)
     k_expected = math.prod(first_shape)
     quant = None
-    if node.op == "QGemm":  # integers in, integers out: becomes a QLinearConv (quantized.py)
-        if node.inputs[0] is not data:
-            raise Refusal(Code.WEIGHT_OPERAND, f"{label} reads the head tensor as its weight operand")
-        weight, trans_b, bias = match_qgemm(node, label)
-        wshape = value_shape(weight) or ()
-        m, k = (wshape[0], wshape[1]) if trans_b else (wshape[1], wshape[0])
+    if node.op in INTEGER_FC_OPS:  # integers in: QLinearConv or ConvInteger (quantized_qoperator.py)
+        integer = match_integer_fc(node, data, label)
+        weight, trans_b, bias, m, k = (
+            integer.weight, integer.weight_is_mk, integer.bias, integer.out_features, integer.in_features
+        )  # fmt: skip
         alpha, beta, nodes, output = 1.0, 1.0, (node,), node.outputs[0]
     elif node.op == "Gemm":
         m, k, weight, trans_b, alpha, bias, beta = _gemm(node, data, label)
@@ -125,9 +130,9 @@ def match_fc(graph: gs.Graph, node: gs.Node, data: gs.Tensor, first_shape: tuple
 
 def _quantization(node: gs.Node, weight: gs.Tensor, quant: Dequantized | None) -> str:
     """Read at match time: the rewrite empties the FC node."""
-    if node.op == "QGemm":
-        return quantization_of(weight, node.inputs[4])
-    return "" if quant is None else quantization_of(quant.values, quant.scale)
+    if node.op in INTEGER_FC_OPS:
+        return integer_quantization(node)
+    return "" if quant is None else quantization_of(quant.values, quant.scale, quant.block_size)
 
 
 def _gemm(node: gs.Node, data: gs.Tensor, label: str):

@@ -26,7 +26,8 @@ from .shapes import input_spatial_axes
 ELEMENTWISE_UNARY = Elementwise.ops
 ELEMENTWISE_BINARY = PerFeature.ops - {"BatchNormalization"}
 
-_WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
+_WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool", "QLinearConv", "ConvInteger"})
+_KERNEL_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
 CHANNEL_OPS = (
     ELEMENTWISE_UNARY
     | ELEMENTWISE_BINARY
@@ -34,6 +35,7 @@ CHANNEL_OPS = (
     | INDEX_OPS
     | frozenset({"BatchNormalization", "InstanceNormalization", "LRN", "Concat", "Identity", "QuantizeLinear"})
     | frozenset({"DequantizeLinear", "Where", "Equal", "Greater", "Less", "And", "Or", "Mean"})
+    | frozenset({"QLinearAdd", "QLinearMul", "QLinearSoftmax"})  # com.microsoft's, per location
 )
 
 
@@ -117,8 +119,8 @@ def _window(node: gs.Node, axes: list[Axis | None]) -> list[Axis | None]:
     spatial = axes[2:]
     n = len(spatial)
     kernel = attr(node, "kernel_shape")
-    if kernel is None and node.op == "Conv":
-        wshape = shape(node.inputs[1])
+    if kernel is None and node.op in _KERNEL_INPUT:
+        wshape = shape(node.inputs[_KERNEL_INPUT[node.op]])
         kernel = list(wshape[2:]) if wshape else None
     if kernel is None:
         raise GeometryError(f"{node_label(node)} has no known kernel shape")

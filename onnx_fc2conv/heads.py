@@ -29,7 +29,7 @@ from .graph import (
     static_tail,
     users,
 )
-from .quantized import QDQ_OPS, refuse_per_channel_pair, refused_quantized_nodes
+from .quantized import QDQ_OPS, refuse_inexact_quantization, refused_quantized_nodes
 from .rules import FLATTEN_RULES, tail_rules_for
 from .rules.base import Code, Refusal, TailOp, TailWalk
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
@@ -156,7 +156,7 @@ def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int)
             raise Refusal(
                 Code.SHARED_FLATTEN, f"the flattened tensor '{data.name}' before {label} is also used elsewhere"
             )
-        refuse_per_channel_pair(node, label)
+        refuse_inexact_quantization(node, label)
         source = _elementwise_source(node)
         if source is not None and not skipped_ops:
             between.insert(0, node)  # commutes with the flatten: it moves onto the map
@@ -367,7 +367,7 @@ def _flatten_for(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int, d
 def _claim_downstream(node: gs.Node, claimed: set[int]) -> None:
     """Mark the FC layers chained after a refused one (through head ops only) so they are not
     reported again; FC layers further on, past other ops, are candidates of their own."""
-    passable = Elementwise.ops | PerFeature.ops | QDQ_OPS | {"Unsqueeze", "Squeeze"}
+    passable = Elementwise.ops | PerFeature.ops | QDQ_OPS | {"Unsqueeze", "Squeeze", "QLinearAdd", "QLinearMul"}
     queue = deque(node.outputs)
     seen: set[int] = set()
     while queue:

@@ -7,19 +7,22 @@ scales along M (axis 0; axis 1 for a `[K, M]` MatMul weight) equals, as a Conv k
 `DQ(Q')` where `Q'` is `Q` rearranged exactly as a float weight would be (reshaped to
 `[M, C, *S]`, transposed behind an NHWC flatten) and the axis is 0, the kernel's output axis:
 each output feature keeps its own integers, scale and zero point. The integers are only moved.
+The same holds for every type `DequantizeLinear` reads: int4/uint4 (opset 21; two values a byte,
+unpacked on reading and packed again on writing by onnx's numpy_helper) and float8 (opset 19).
 
-`QGemm(a, a_s, a_z, B, b_s, b_z, C, y_s, y_z)` (com.microsoft, onnxruntime's QOperator format)
-computes `y = requantize(a_s * b_s * ((a - a_z) @ (B' - b_z) + C))` in integers; `QLinearConv`
-takes the same nine operands (bias last) and computes the same per window, so the integer
-weight is rearranged like a float one and every scale and zero point is carried over. A QGemm
-without `y_s` has a float output, which `QLinearConv` has no form of: refused.
+The integer operators of onnxruntime's QOperator format (QGemm, QLinearMatMul, MatMulInteger)
+are in quantized_qoperator.py.
 
 A per-tensor pair `DQ(Q(x))` maps every element alone with the same scale and zero point, so
 `DQ(Q(flatten(f))) = flatten(DQ(Q(f)))`: the pair moves onto the map before the first Conv.
 A per-channel pair on the flattened vector has one scale per `(c, h, w)` position, which no
-per-channel pair on the map (one scale per channel) reproduces: refused. Block-wise weight
-quantization (`block_size`) shares scales across input features, and the blocks would no
-longer be contiguous in the kernel: refused.
+per-channel pair on the map (one scale per channel) reproduces: refused.
+
+Block-wise weight quantization (`block_size`, opset 21) gives the scales a second axis: one per
+block of input features. Split into the kernel's channel and window axes the blocks would no
+longer lie along one axis, which `DequantizeLinear` needs; so the `DequantizeLinear` stays on the
+stored weight, integers untouched, and its float output is rearranged into the kernel by
+`Transpose`/`Reshape`: the kernel holds the very values the FC layer multiplied by.
 
 `DynamicQuantizeLinear` computes one scale from the whole tensor at run time; on a larger map
 that scale comes from all windows at once, so no window sees the scale of the original: refused.
@@ -35,9 +38,9 @@ import onnx_graphsurgeon as gs
 from .graph import Edit, constant, constant_shape, node_id, node_label, producer
 from .rules.base import Code, Refusal
 
-# Operators of onnxruntime's QOperator format that hold an FC layer and are not rewritten.
-QUANTIZED_FC_OPS = frozenset({"QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat"})
-QGEMM_FLOAT_OUTPUT = "float output"
+# Operators that hold a quantized FC layer and are not rewritten (com.microsoft's fused
+# MatMulInteger -> Cast -> Mul -> Add, written by onnxruntime's own graph optimizations).
+QUANTIZED_FC_OPS = frozenset({"MatMulIntegerToFloat"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,10 +52,11 @@ class Dequantized:
     scale: gs.Tensor
     zero_point: gs.Tensor | None
     axis: int | None  # None: per-tensor
+    block_size: int = 0  # > 0: block-wise along `axis`
 
     @property
     def per_channel(self) -> bool:
-        return self.axis is not None
+        return self.axis is not None and not self.block_size
 
     @property
     def dtype(self) -> str:
@@ -65,7 +69,7 @@ class Dequantized:
 
 
 def dequantized(tensor: gs.Tensor) -> Dequantized | None:
-    """`tensor` as `DequantizeLinear` of constant integers, or None; block-wise is refused."""
+    """`tensor` as `DequantizeLinear` of constant integers, or None."""
     node = producer(tensor)
     if node is None or node.op != "DequantizeLinear" or len(node.inputs) < 2:
         return None
@@ -73,17 +77,19 @@ def dequantized(tensor: gs.Tensor) -> Dequantized | None:
     vshape, sshape = constant_shape(values), constant_shape(scale)
     if vshape is None or sshape is None:
         return None
-    if node.attrs.get("block_size", 0):
-        raise Refusal(Code.BLOCK_QUANTIZED, f"{node_label(node)} quantizes '{values.name}' block-wise")
     zero = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2].name else None
-    axis = None if int(np.prod(sshape)) == 1 else int(node.attrs.get("axis", 1)) % max(len(vshape), 1)
-    return Dequantized(node, values, scale, zero, axis)
+    block = int(node.attrs.get("block_size", 0))
+    axis = None if int(np.prod(sshape)) == 1 and not block else int(node.attrs.get("axis", 1)) % max(len(vshape), 1)
+    return Dequantized(node, values, scale, zero, axis, block)
 
 
-def quantization_of(values: gs.Tensor, scale: gs.Tensor) -> str:
-    """How a weight is quantized, for reports: its type, per-tensor or per-channel, scales' shape."""
+def quantization_of(values: gs.Tensor, scale: gs.Tensor, block_size: int = 0) -> str:
+    """How a weight is quantized, for reports: its type, per-tensor, per-channel or block-wise,
+    scales' shape."""
     ints, scales = constant(values), constant_shape(scale) or ()
     kind = "per-tensor" if int(np.prod(scales)) == 1 else "per-channel"
+    if block_size:
+        kind = f"block-wise ({block_size})"
     return f"{'?' if ints is None else ints.dtype} {kind}, scales {list(scales)}"
 
 
@@ -105,7 +111,7 @@ def quantized_weight(weight: gs.Tensor, out_axis: int, alpha: float, label: str)
         return None
     if alpha != 1.0:
         raise Refusal(Code.QUANTIZED_SCALING, f"{label} scales its quantized weight by alpha={alpha}")
-    if quant.per_channel and quant.axis != out_axis:
+    if quant.per_channel and quant.axis != out_axis:  # block-wise: dequantized before the rearrangement
         raise Refusal(
             Code.QUANT_AXIS,
             f"{label}: weight '{weight.name}' is quantized along axis {quant.axis}, not per output feature",
@@ -137,27 +143,32 @@ def kernel_behind_dequantize(edit: Edit, quant: Dequantized, kernel_ints: np.nda
     return out
 
 
-def match_qgemm(node: gs.Node, label: str) -> tuple[gs.Tensor, bool, gs.Tensor | None]:
-    """A QGemm with a quantized output: (integer weight, stored [M, K], int32 bias or None)."""
-    operands = [t.name for t in node.inputs] + [""] * (9 - len(node.inputs))
-    if node.attrs.get("transA", 0) or float(node.attrs.get("alpha", 1.0)) != 1.0:
-        raise Refusal(Code.QUANTIZED_SCALING, f"{label} has transA or alpha: no QLinearConv form")
-    if not operands[7]:
-        raise Refusal(Code.QUANTIZED_OPERATOR, f"{label} has a {QGEMM_FLOAT_OUTPUT}: no QLinearConv form")
-    if not all(operands[i] for i in (1, 2, 4, 5, 8)):
-        raise Refusal(Code.QUANTIZED_OPERATOR, f"{label} lacks a zero point: QLinearConv needs every one")
-    if any(constant_shape(node.inputs[i]) is None for i in (3, 4, 5)):
-        raise Refusal(Code.NOT_CONSTANT, f"{label}: its weight, scale or zero point is not a constant")
-    bias = node.inputs[6] if operands[6] else None
-    return node.inputs[3], bool(node.attrs.get("transB", 0)), bias
+def kernel_after_dequantize(
+    edit: Edit, weight: gs.Tensor, weight_is_mk: bool, kernel_shape: tuple[int, ...], perm: tuple[int, ...] | None,
+    at: gs.Node,
+) -> gs.Variable:  # fmt: skip
+    """The float output of a block-wise `DequantizeLinear` rearranged into the kernel, as
+    rewrite.kernel_from_weight rearranges a constant: `[K, M]` transposed, reshaped to the
+    stored order `[M, *S', C']`, transposed back to `[M, C, *S]` behind a channel-last flatten."""
+    m, c, *spatial = kernel_shape
+    channel_first = (c, *spatial)
+    stored = kernel_shape if perm is None else (m, *(channel_first[p - 1] for p in perm[1:]))
+    out = weight
+    if not weight_is_mk:
+        out = _float_node(edit, "Transpose", [out], (m, int(np.prod(channel_first))), at, perm=[1, 0])
+    target = edit.constant(f"{weight.name}_kernel_shape", np.array(stored, np.int64))
+    out = _float_node(edit, "Reshape", [out, target], stored, at)
+    if perm is not None:
+        inverse = np.argsort(perm)
+        back = [0, *(int(inverse[j]) for j in range(1, len(perm)))]
+        out = _float_node(edit, "Transpose", [out], kernel_shape, at, perm=back)
+    return out
 
 
-def qlinear_conv(qgemm: gs.Node, data: gs.Tensor, kernel: gs.Tensor, window: list[int]) -> gs.Node:
-    """The QLinearConv of a QGemm: its operands in QLinearConv's order, `kernel` the rearranged weight."""
-    _, a_s, a_z, _, b_s, b_z, bias, y_s, y_z = [*qgemm.inputs, *[None] * (9 - len(qgemm.inputs))]
-    inputs = [data, a_s, a_z, kernel, b_s, b_z, y_s, y_z, *([bias] if bias is not None and bias.name else [])]
-    attrs = {"kernel_shape": window, "strides": [1] * len(window), "pads": [0] * 2 * len(window)}
-    return gs.Node("QLinearConv", qgemm.name, attrs, inputs=inputs)
+def _float_node(edit: Edit, op: str, inputs: list[gs.Tensor], out_shape, at: gs.Node, **attrs) -> gs.Variable:
+    out = gs.Variable(edit.fresh(f"{inputs[0].name}_{op.lower()}"), dtype=inputs[0].dtype, shape=list(out_shape))
+    edit.add_node(op, f"{at.name or op}_{op.lower()}", inputs, [out], at=at, **attrs)
+    return out
 
 
 # -- activations -----------------------------------------------------------------------------------
@@ -165,8 +176,12 @@ def qlinear_conv(qgemm: gs.Node, data: gs.Tensor, kernel: gs.Tensor, window: lis
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
-def refuse_per_channel_pair(node: gs.Node, label: str) -> None:
-    """A Quantize/Dequantize on the flattened vector must be per-tensor to move onto the map."""
+def refuse_inexact_quantization(node: gs.Node, label: str) -> None:
+    """A Quantize/Dequantize on the flattened vector must be per-tensor to move onto the map; a
+    dynamic one has no exact form on it."""
+    if node.op == "DynamicQuantizeLinear":
+        reason = f"{label} reads the output of {node_label(node)}, which {_DYNAMIC_REASON}"
+        raise Refusal(Code.DYNAMIC_QUANTIZATION, reason)
     if node.op not in QDQ_OPS or len(node.inputs) < 2:
         return
     scale = constant_shape(node.inputs[1])
@@ -176,6 +191,12 @@ def refuse_per_channel_pair(node: gs.Node, label: str) -> None:
             f"{node_label(node)} before {label} quantizes the flattened vector per channel: "
             "one scale per (channel, position) has no per-channel form on the map",
         )
+
+
+_DYNAMIC_REASON = (
+    "computes its scale from the whole tensor at run time: on a larger map that scale "
+    "comes from all windows at once, not from each window as in the original"
+)
 
 
 # -- refusals --------------------------------------------------------------------------------------
@@ -197,8 +218,7 @@ def refused_quantized_nodes(graph: gs.Graph) -> list[QuantizedRefusal]:
             dynamic.append(
                 QuantizedRefusal(
                     node_id(node),
-                    f"{node_label(node)} computes its scale from the whole tensor at run time: on a larger "
-                    "map that scale comes from all windows at once, not from each window as in the original",
+                    f"{node_label(node)} {_DYNAMIC_REASON}",
                     Code.DYNAMIC_QUANTIZATION,
                 )
             )

@@ -22,7 +22,8 @@ from .dense_prefix import move_onto_map
 from .fc import FcLayer
 from .graph import Edit, constant, constant_source, reshape_in_place, shape
 from .heads import Head
-from .quantized import kernel_behind_dequantize, qlinear_conv, value_shape
+from .quantized import kernel_after_dequantize, kernel_behind_dequantize, value_shape
+from .quantized_qoperator import INTEGER_FC_OPS, integer_conv
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ def rewrite_head(edit: Edit, head: Head) -> list[LayerRewrite]:
 
 
 def _kernel(edit: Edit, layer: FcLayer, perm: tuple[int, ...] | None) -> tuple[gs.Tensor, bool]:
+    if layer.quant is not None and layer.quant.block_size:  # dequantized as stored, then rearranged
+        return kernel_after_dequantize(
+            edit, layer.weight, layer.weight_is_mk, layer.kernel_shape, perm, layer.nodes[0]
+        ), True
     if layer.quant is not None:  # the integers are rearranged, the DequantizeLinear moves its axis
         ints = constant(layer.quant.values)
         assert ints is not None
@@ -100,7 +105,7 @@ def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: t
     kernel, copied = _kernel(edit, layer, perm)
     k = list(layer.kernel_shape[2:])
     inputs = [data, kernel]
-    if layer.bias is not None and layer.op != "QGemm":
+    if layer.bias is not None and layer.op not in INTEGER_FC_OPS:
         if layer.beta == 1.0 and value_shape(layer.bias) == (layer.out_features,):
             inputs.append(layer.bias)
         else:
@@ -110,8 +115,8 @@ def _layer_to_conv(edit: Edit, layer: FcLayer, source: gs.Tensor | None, perm: t
                 edit.constant(f"{layer.bias.name}_conv", bias_from_constant(value, layer.beta, layer.out_features))
             )
     output = layer.output
-    if layer.op == "QGemm":
-        conv = qlinear_conv(fc, data, kernel, k)
+    if layer.op in INTEGER_FC_OPS:
+        conv = integer_conv(edit, fc, data, kernel, k)
         inputs = list(conv.inputs)
         conv.inputs.clear()
     else:

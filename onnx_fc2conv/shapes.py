@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
 from dataclasses import dataclass
 
 import onnx
@@ -45,9 +47,34 @@ class DimNames:
 
 @dataclass(frozen=True)
 class RelaxedInput:
+    """An input given symbolic dims: its shapes before and after, and which axes were relaxed."""
+
     name: str
     old_shape: tuple
     new_shape: tuple
+    batch_axis: int | None = None  # None: the batch stays as exported
+    spatial_axes: tuple[int, ...] = ()  # innermost last
+
+
+# Names exporters make up for a dim no one named: onnx's inference and tf2onnx (`unk__24`),
+# paddle2onnx (`DynamicDimension.0`), torch.onnx given a list of axes (`x_dynamic_axes_1`),
+# torch.export's automatic dims (`s31`).
+_PLACEHOLDER = re.compile(r"unk__\d+|DynamicDimension\.\d+|.+_dynamic_axes_\d+|s\d+")
+
+
+def own_name(dim: object) -> str | None:
+    """The original's own symbolic name for a dim (`N`, `batch_size`), or None for a fixed or
+    unnamed dim or an exporter's placeholder."""
+    return dim if isinstance(dim, str) and dim and not _PLACEHOLDER.fullmatch(dim) else None
+
+
+def relaxed_names(old: list, configured: dict[int, str]) -> dict[int, str]:
+    """The name each relaxed axis gets: the original's own symbol where it has one, else the
+    configured name. An own name that would tie two relaxed axes together (`['S', 3, 'S', 'S']`,
+    or `N` where `N` is configured for another axis) gives way to the configured names."""
+    names = {axis: own_name(old[axis]) or name for axis, name in configured.items()}
+    counts = Counter(names.values())
+    return {axis: configured[axis] if counts[name] > 1 else name for axis, name in names.items()}
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list:
@@ -65,6 +92,7 @@ def relax_inputs(
 ) -> list[RelaxedInput]:
     """Give image inputs (`layouts`) a symbolic batch and spatial dims; MLP inputs `[N, K]` become `[N, K, *S]`.
 
+    A dim the original named itself keeps its name (relaxed_names); a fixed one gets `names`'.
     A layout whose batch is None keeps its exported batch (something in the graph pins it).
     """
     relaxed: list[RelaxedInput] = []
@@ -74,17 +102,21 @@ def relax_inputs(
         old = _dims(vi)
         layout = layouts.get(vi.name)
         if vi.name in mlp_inputs and vi.type.tensor_type.elem_type in _FLOAT_TYPES:
-            new = [names.batch, old[1], *names.spatial(mlp_inputs[vi.name])]
+            rank = mlp_inputs[vi.name]
+            new = [relaxed_names(old, {0: names.batch})[0], old[1], *names.spatial(rank)]
+            batch, spatial = 0, tuple(range(2, 2 + rank))
         elif layout is not None:
+            batch, spatial = layout.batch, layout.spatial
+            configured = dict(zip(spatial, names.spatial(len(spatial)), strict=True))
+            if batch is not None:
+                configured[batch] = names.batch
             new = list(old)
-            if layout.batch is not None:
-                new[layout.batch] = names.batch
-            for axis, dim_name in zip(layout.spatial, names.spatial(len(layout.spatial)), strict=True):
+            for axis, dim_name in relaxed_names(old, configured).items():
                 new[axis] = dim_name
         else:
             continue
         set_value_info_dims(vi, new)
-        relaxed.append(RelaxedInput(vi.name, tuple(old), tuple(new)))
+        relaxed.append(RelaxedInput(vi.name, tuple(old), tuple(new), batch, tuple(spatial)))
     return relaxed
 
 
@@ -142,7 +174,7 @@ def inferred_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def infer_skeleton(skel: onnx.ModelProto) -> onnx.ModelProto:
     """`skel` (a skeleton without value_info) with every inferable shape filled in, as above."""
-    inferred = _symbolic(skel) or onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+    inferred = symbolic_inference(skel) or onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
     if _static_inputs(inferred) and not all_static(inferred):
         return _folded(skel) or inferred
     return inferred
@@ -193,7 +225,7 @@ def fold_sizes(skel: onnx.ModelProto) -> onnx.ModelProto | None:
     return current
 
 
-def _symbolic(skel: onnx.ModelProto) -> onnx.ModelProto | None:
+def symbolic_inference(skel: onnx.ModelProto) -> onnx.ModelProto | None:
     """SymbolicShapeInference.infer_shapes' own loop: on an incomplete result that function saves
     the model into the working folder before raising; here an incomplete result is just None."""
     try:
@@ -260,24 +292,25 @@ def _fixed_dims_from_onnx(model: onnx.ModelProto) -> None:
             set_value_info_dims(out, merged)
 
 
-def clear_output_shapes(model: onnx.ModelProto, outputs: set[str]) -> dict[str, int]:
-    """Forget the outputs' (now stale) dims; returns each one's rank for `restore_output_ranks`."""
-    ranks = {}
+def clear_output_shapes(model: onnx.ModelProto, outputs: set[str]) -> dict[str, tuple]:
+    """Forget the outputs' (now stale) dims; returns each one's dims as they were (for
+    `restore_output_ranks` and output_dims.name_outputs)."""
+    before = {}
     for out in model.graph.output:
         if out.name in outputs and out.type.HasField("tensor_type"):
             if out.type.tensor_type.HasField("shape"):
-                ranks[out.name] = len(out.type.tensor_type.shape.dim)
+                before[out.name] = tuple(value_info_dims(out) or ())
             out.type.tensor_type.ClearField("shape")
-    return ranks
+    return before
 
 
-def restore_output_ranks(model: onnx.ModelProto, ranks: dict[str, int]) -> None:
+def restore_output_ranks(model: onnx.ModelProto, before: dict[str, tuple]) -> None:
     """Outputs onnx's inference could not reach (behind a contrib op) take the symbolic pass's
     shape; where that fails too they keep their rank, with unknown dims."""
     missing = [
         out
         for out in model.graph.output
-        if out.name in ranks and out.type.HasField("tensor_type") and not out.type.tensor_type.HasField("shape")
+        if out.name in before and out.type.HasField("tensor_type") and not out.type.tensor_type.HasField("shape")
     ]
     if not missing:
         return
@@ -287,22 +320,5 @@ def restore_output_ranks(model: onnx.ModelProto, ranks: dict[str, int]) -> None:
         if found is not None and found.HasField("shape"):
             out.type.tensor_type.shape.CopyFrom(found.shape)
             continue
-        for _ in range(ranks[out.name]):
+        for _ in before[out.name]:
             out.type.tensor_type.shape.dim.add()
-
-
-def name_output_dims(model: onnx.ModelProto, outputs: dict[str, int], names: DimNames) -> None:
-    """Head outputs: `[batch, M, out_height, out_width]`; unknown trailing dims get spatial names."""
-    for out in model.graph.output:
-        if out.name not in outputs or not out.type.tensor_type.HasField("shape"):
-            continue
-        dims = _dims(out)
-        spatial = outputs[out.name]
-        if dims and not isinstance(dims[0], int):
-            dims[0] = names.batch
-        tail = [f"out_{n}" for n in names.spatial(spatial)]
-        start = len(dims) - spatial
-        for i in range(max(start, 1), len(dims)):
-            if not isinstance(dims[i], int):
-                dims[i] = tail[i - start]
-        set_value_info_dims(out, dims)

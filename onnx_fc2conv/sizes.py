@@ -89,6 +89,21 @@ def size_error(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...
         found = value_info_dims(out) or ()
         if any(isinstance(d, int) and d < 1 for d in found):
             return f"output '{out.name}' would be {list(found)}"
+    return _empty_window(inferred)
+
+
+_WINDOW_OPS = frozenset({"Conv", "QLinearConv", "ConvInteger", "MaxPool", "AveragePool", "LpPool"})
+
+
+def _empty_window(inferred: onnx.ModelProto) -> str | None:
+    """A window op whose map would be empty: the outputs may lie behind an op shape inference does
+    not know (com.microsoft's QLinearAdd), which hides it there."""
+    windows = {out: node for node in inferred.graph.node if node.op_type in _WINDOW_OPS for out in node.output[:1]}
+    for vi in inferred.graph.value_info:
+        found = value_info_dims(vi) or ()
+        if vi.name in windows and any(isinstance(d, int) and d < 1 for d in found[2:]):
+            node = windows[vi.name]
+            return f"{node.op_type} '{node.name or vi.name}' would output {list(found)}"
     return None
 
 

@@ -118,8 +118,8 @@ def assert_pooled_head(kind: str, expected_ops: list[str], description: str) -> 
     if kind.startswith("reducemean"):
         node = next(n for n in out.graph.node if n.op_type == "ReduceMean")
         assert next(a.i for a in node.attribute if a.name == "keepdims") == 1
-    # a global pool always leaves 1 x 1: the output dims say so exactly
-    assert dims(out.graph.output[0]) == ["batch", M, 1, 1]
+    # a global pool always leaves 1 x 1: the output dims say so exactly; the batch keeps the input's name N
+    assert dims(out.graph.output[0]) == ["N", M, 1, 1]
     # a global pool reads the whole image: the converted model equals the original at any size
     for shape in [(1, 3, 5, 4), (2, 3, 9, 7)]:
         x = big_input(shape)

@@ -49,7 +49,7 @@ def test_convert_refuses_to_write_a_model_whose_declaration_is_wrong(monkeypatch
     def one_by_one(model: onnx.ModelProto, *_: object) -> None:  # claims a 1x1 map at every size
         set_value_info_dims(model.graph.output[0], ["batch", 10, 1, 1])
 
-    monkeypatch.setattr(api, "name_output_dims", one_by_one)
+    monkeypatch.setattr(api, "name_outputs", one_by_one)
     out = tmp_path / "out.onnx"
     try:
         onnx_fc2conv.convert_file(str(MODELS / "ts_vgg_small.onnx"), str(out))

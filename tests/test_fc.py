@@ -52,8 +52,8 @@ def test_flatten_gemm(opset: int, bias: str | None, trans_b: int) -> None:
         c = onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == gemm_node.input[2]))
         np.testing.assert_allclose(conv_bias, np.broadcast_to(beta * c.reshape(-1), (M,)), rtol=1e-6)
         assert conv_bias.shape == (M,)
-    assert dims(out.graph.input[0]) == ["batch", 3, "height", "width"]
-    assert dims(out.graph.output[0]) == ["batch", M, "out_height", "out_width"]
+    assert dims(out.graph.input[0]) == ["N", 3, "height", "width"]
+    assert dims(out.graph.output[0]) == ["N", M, "out_height", "out_width"]
     assert_sliding(model, out, big_input((2, 3, 8, 6)), window=(5, 4))
 
 

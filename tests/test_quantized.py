@@ -112,7 +112,7 @@ def test_golden_qdq_verifies_at_batch_2_and_two_larger_sizes(name: str) -> None:
     [
         ("ort_dyn_vgg_small.onnx", "dynamic-quantization", "DynamicQuantizeLinear '/classifier/classifier.4/Relu"),
         ("ort_dyn_resnet_gap.onnx", "dynamic-quantization", "DynamicQuantizeLinear '/Flatten_output_0_Quantize"),
-        ("ort_dyn_vgg_small.onnx", "quantized-operator", "MatMulInteger '/classifier/classifier.6/Gemm_MatMul_quant'"),
+        ("ort_dyn_vgg_small.onnx", "dynamic-quantization", "MatMulInteger '/classifier/classifier.6/Gemm_MatMul_quant"),
     ],
 )
 def test_dynamic_and_operator_quantization_are_refused_naming_the_node(name: str, code: str, node: str) -> None:
@@ -178,20 +178,6 @@ def test_weight_quantized_per_input_feature_is_refused() -> None:
     code, reason = _refusal(image_model(head, spatial=(5, 4), batch=1))
     assert code == "quant-axis"
     assert "quantized along axis 1, not per output feature" in reason
-
-
-def test_block_wise_weight_quantization_is_refused() -> None:
-    def head(g: GraphBuilder, flat: str, k: int) -> str:
-        rng = np.random.default_rng(0)
-        ints = g.const("w_q", rng.integers(-127, 128, (5, k)).astype(np.int8))
-        w = g.op(
-            "DequantizeLinear", [ints, g.const("s", np.full((5, k // 16), 0.01, np.float32))], axis=1, block_size=16
-        )
-        return g.op("Gemm", [flat, w], transB=1)
-
-    code, reason = _refusal(image_model(head, spatial=(5, 4), batch=1, opset=21))
-    assert code == "block-quantized"
-    assert "block-wise" in reason
 
 
 def test_dynamic_quantize_linear_in_a_built_graph_is_named() -> None:

@@ -34,8 +34,8 @@ def test_other_spatial_ranks(spatial: tuple[int, ...], names: list[str], big: tu
     assert ops(out) == ["Conv", "Relu", "Conv", "Relu"]
     kernel = conv_params(out)[1][0]
     assert kernel.shape == (M, C, *(s - 1 for s in spatial))
-    assert dims(out.graph.input[0]) == ["batch", 3, *names]
-    assert dims(out.graph.output[0]) == ["batch", M, *(f"out_{n}" for n in names)]
+    assert dims(out.graph.input[0]) == ["N", 3, *names]
+    assert dims(out.graph.output[0]) == ["N", M, *(f"out_{n}" for n in names)]
     axes = tuple(range(2, 2 + len(spatial)))
     assert_sliding(model, out, big_input((2, 3, *big)), window=spatial, spatial_axes=axes)
 

@@ -92,7 +92,7 @@ def test_logits_and_probabilities_both_outputs() -> None:
     out = result.model
     assert ops(out) == ["Conv", "Relu", "Conv", "Softmax"]
     assert result.heads[0].outputs == ("logits", "probs")
-    assert [dims(o) for o in out.graph.output] == [["batch", M, "out_height", "out_width"]] * 2
+    assert [dims(o) for o in out.graph.output] == [["N", M, "out_height", "out_width"]] * 2
     got = assert_sliding(model, out, big_input((2, 3, 7, 6)), window=WINDOW)
     assert_close(got["probs"].sum(axis=1), np.ones((2, 3, 3), np.float32))
 

@@ -69,7 +69,7 @@ def test_elementwise_between_and_after(name: str) -> None:
     result = convert(model)
     out = result.model
     assert ops(out) == ["Conv", "Relu", "Conv", *op_nodes, "Conv", *op_nodes]
-    assert dims(out.graph.output[0]) == ["batch", M, "out_height", "out_width"]
+    assert dims(out.graph.output[0]) == ["N", M, "out_height", "out_width"]
     assert_sliding(model, out, big_input((2, 3, 8, 7)), window=WINDOW)
 
 

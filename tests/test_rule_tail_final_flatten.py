@@ -28,7 +28,7 @@ def test_final_flatten_becomes_identity(final: str) -> None:
     result = convert(model)
     out = result.model
     assert ops(out) == ["Conv", "Relu", "Conv", "Identity"]
-    assert dims(out.graph.output[0]) == ["batch", M, "out_height", "out_width"]
+    assert dims(out.graph.output[0]) == ["N", M, "out_height", "out_width"]
     assert_sliding(model, out, big_input((2, 3, 7, 6)), window=(5, 4))
 
 

@@ -87,7 +87,7 @@ def test_prelu_between_and_after() -> None:
     result = convert(model)
     out = result.model
     assert ops(out) == ["Conv", "Relu", "Conv", "PRelu", "Conv", "PRelu"]
-    assert dims(out.graph.output[0]) == ["batch", M, "out_height", "out_width"]
+    assert dims(out.graph.output[0]) == ["N", M, "out_height", "out_width"]
     slopes = [initializer(out, n.input[1]) for n in out.graph.node if n.op_type == "PRelu"]
     assert [s.shape for s in slopes] == [(HIDDEN, 1, 1), (M, 1, 1)]
     assert_sliding(model, out, big_input((2, 3, 8, 7)), window=WINDOW)

@@ -83,10 +83,10 @@ def model_inputs(original: onnx.ModelProto, converted: onnx.ModelProto, mlp_inpu
 
 
 def _spatial_axes(original: tuple[Dim, ...], converted: tuple[Dim, ...]) -> tuple[int, ...]:
-    """The axes the conversion relaxed; for an image input that was free already, its free axes."""
-    free = [a for a in range(1, len(converted)) if not isinstance(converted[a], int)]
-    relaxed = tuple(a for a in free if isinstance(original[a], int))
-    return relaxed or (tuple(free) if len(converted) >= 3 else ())
+    """An image input's free axes after the batch: those the conversion relaxed and those the
+    original left free already (`[N, 3, h, 6]` becomes `[N, 3, h, width]`: both are spatial)."""
+    free = tuple(a for a in range(1, len(converted)) if not isinstance(converted[a], int))
+    return free if len(converted) >= 3 else ()
 
 
 def random_value(shape: tuple[int, ...], elem_type: int, rng: np.random.Generator) -> np.ndarray:
