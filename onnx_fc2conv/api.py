@@ -266,6 +266,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     geometry = output_geometry(model)
     maps = [h.pool.source_shape[1:] if h.pool else h.feature_shape[1:] for h in search.heads if not h.reads_input]
     valid = claimed_sizes(model, layouts, relaxed, geometry, maps[0] if maps else None)
+    notices += [valid.note] if valid is not None and valid.note else []
     record_claims(model, valid, next((g for g in geometry.values() if isinstance(g, Geometry)), None))
     if options.batch_head:  # after the claims: the routes change no size the model accepts
         notices += route_batches(

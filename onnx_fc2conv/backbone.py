@@ -18,7 +18,7 @@ from .layout import InputLayout, trace_layout
 from .rules import BACKBONE_RULES
 from .rules.backbone_base import BackboneContext, BackboneFix
 from .rules.base import Refusal
-from .shapes import skeleton, skeleton_at
+from .shapes import infer_skeleton, skeleton, skeleton_at
 from .sizes import runs_at
 
 __all__ = ["BackboneFix", "BackbonePlan", "plan_backbone"]
@@ -148,8 +148,8 @@ def _probe_shapes(model: onnx.ModelProto, static: list[tuple[InputLayout, tuple]
         for layout, dims in static
     }
     skel = skeleton_at(model, grown)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
+    try:  # the symbolic inference and folding follow sizes computed at run time (torch's Pad pads)
+        inferred = infer_skeleton(skel)
     except Exception:  # onnx reports malformed graphs in its own types: then nothing is known
         return {}
     found = {}

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .heads import Head
 
 from .errors import NotConvertibleError
-from .graph import ancestors, constant, shape, users
+from .graph import ancestors, constant, node_label, shape, users
 from .rules.backbone_unit_reshape import unit_dim_permutation
 from .rules.tail_elementwise import Elementwise
 from .rules.tail_per_feature import PerFeature
@@ -45,7 +45,17 @@ class InputLayout:
 
 def trace_layout(tensor: gs.Tensor) -> InputLayout | None:
     """The input's layout, or None when no path reaches a Conv or pool, or paths disagree."""
+    found, _ = _trace(tensor)
+    if len(found) != 1:
+        return None
+    return _layout(tensor.name, found.pop())
+
+
+def _trace(tensor: gs.Tensor) -> tuple[set[tuple[int, ...]], list[gs.Node]]:
+    """The axis orders the input's data reaches a Conv or pool in, and the nodes the trace
+    could not follow it through."""
     found: set[tuple[int, ...]] = set()
+    stops: list[gs.Node] = []
     stack: list[tuple[gs.Tensor, tuple[int, ...]]] = [(tensor, tuple(range(len(shape(tensor) or ()))))]
     seen: set[tuple[int, tuple[int, ...]]] = set()
     while stack:
@@ -55,8 +65,10 @@ def trace_layout(tensor: gs.Tensor) -> InputLayout | None:
             if key in seen:
                 continue
             seen.add(key)
+            passed = len(stack)
             if node.op in _MEANING and node.inputs[0] is current:
                 found.add(order)
+                continue
             elif node.op in _KEEP and _data_input(node, current):
                 stack.extend((out, order) for out in node.outputs[:1])
             elif node.op == "Transpose":
@@ -70,9 +82,22 @@ def trace_layout(tensor: gs.Tensor) -> InputLayout | None:
                 moved = _selected(node, order)
                 if moved is not None:
                     stack.extend((out, moved) for out in (node.outputs if node.op == "Split" else node.outputs[:1]))
-    if len(found) != 1:
-        return None
-    return _layout(tensor.name, found.pop())
+            if len(stack) == passed and node.op not in _SIZE_ONLY:
+                stops.append(node)
+    return found, stops
+
+
+_SIZE_ONLY = frozenset({"Shape", "Size"})
+
+
+def _stop_reason(stops: list[gs.Node]) -> str:
+    """'; the trace stops at Reshape 'x' (target [...])' for the first node it could not follow."""
+    if not stops:
+        return ""
+    node = stops[0]
+    target = constant(node.inputs[1]) if node.op == "Reshape" and len(node.inputs) > 1 else None
+    detail = f" (target {[int(d) for d in target.reshape(-1)]})" if target is not None else ""
+    return f"; the trace stops at {node_label(node)}{detail}"
 
 
 def _layout(name: str, order: tuple[int, ...]) -> InputLayout | None:
@@ -159,8 +184,10 @@ def image_layouts(graph: gs.Graph, heads: list[Head]) -> dict[str, InputLayout]:
             continue
         layout = trace_layout(tensor)
         if layout is None:
+            found, stops = _trace(tensor)
+            why = _stop_reason(stops) if not found else "; its paths give different axes"
             raise NotConvertibleError(
-                f"input '{tensor.name}': its batch and spatial axes cannot be traced to a Conv or pool"
+                f"input '{tensor.name}': its batch and spatial axes cannot be traced to a Conv or pool{why}"
             )
         layouts[tensor.name] = layout
     return layouts

@@ -169,6 +169,11 @@ def inferred_skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     skel = skeleton(model)
     skel.graph.ClearField("value_info")
+    return infer_skeleton(skel)
+
+
+def infer_skeleton(skel: onnx.ModelProto) -> onnx.ModelProto:
+    """`skel` (a skeleton without value_info) with every inferable shape filled in, as above."""
     inferred = symbolic_inference(skel) or onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
     if _static_inputs(inferred) and not all_static(inferred):
         return _folded(skel) or inferred

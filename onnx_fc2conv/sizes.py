@@ -11,11 +11,12 @@ broadcast or Concat that does not fit is an error; verification then runs the cl
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import onnx
 
 from .errors import NotConvertibleError, UsageError, one_line
+from .fixed_same_pads import ambiguous_pads
 from .geometry import Geometry
 from .graph import value_info_dims
 from .layout import InputLayout
@@ -34,6 +35,7 @@ class ValidSizes:
     exported: tuple[int, ...]
     minimum: tuple[int, ...]
     step: tuple[int, ...]
+    note: str = ""  # why fewer sizes are claimed than the model runs at
 
     def accepts(self, size: tuple[int, ...]) -> bool:
         return len(size) == len(self.minimum) and all(
@@ -138,9 +140,11 @@ def valid_sizes(
     exported: tuple[int, ...],
     stride: tuple[int, ...] | None,
     estimate: tuple[int, ...] | None = None,
+    any_size: bool = True,
 ) -> ValidSizes:
     """The sizes `model` (relaxed) runs at, from the exported size and the output stride (the
-    geometry's; where there is none, `estimate` only guides the step, not the minimum)."""
+    geometry's; where there is none, `estimate` only guides the step, not the minimum). Without
+    `any_size`, only the exported size plus multiples of a step are claimed."""
     guide = stride or estimate
     axes = range(len(exported))
     # every step tried below divides this one: where the model does not run one such step larger on
@@ -148,7 +152,7 @@ def valid_sizes(
     common = tuple(math.lcm(_STEPS[-1], guide[axis] if guide else 1) for axis in axes)
     if not runs_at(model, layout, tuple(e + c for e, c in zip(exported, common, strict=True))):
         return ValidSizes(tuple(exported), tuple(exported), (0,) * len(exported))
-    steps = [_step(model, layout, exported, axis, guide[axis] if guide else None, True) for axis in axes]
+    steps = [_step(model, layout, exported, axis, guide[axis] if guide else None, any_size) for axis in axes]
     if 1 in steps and not all(
         runs_at(model, layout, size) for size in ValidSizes(exported, exported, tuple(steps)).larger()
     ):
@@ -207,14 +211,15 @@ def claimed_sizes(
             estimate = None
             if feature_map and len(feature_map) == len(exported):
                 estimate = tuple(max(e // max(f, 1), 1) for e, f in zip(exported, feature_map, strict=True))
-            valid = valid_sizes(model, layout, exported, stride, estimate)  # type: ignore[arg-type]
+            note = ambiguous_pads(model, layout, exported)  # type: ignore[arg-type]
+            valid = valid_sizes(model, layout, exported, stride, estimate, not note)  # type: ignore[arg-type]
             if 0 in valid.step:  # claiming a symbolic size it cannot take would be a lie
                 guide = stride or estimate or (1,) * len(exported)
                 probe = tuple(e + (s or 1) for e, s in zip(exported, guide, strict=True))
                 why = size_error(model, layout, probe) or "no larger size runs"
                 text, at = ("x".join(map(str, x)) for x in (exported, probe))
                 raise NotConvertibleError(f"the model runs only at its exported size {text}: at {at}, {why}")
-            return valid
+            return replace(valid, note=note) if note and 0 not in valid.step else valid
     return None
 
 

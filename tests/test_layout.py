@@ -199,3 +199,31 @@ def test_channels_reordered_by_a_2d_index_keep_their_axes() -> None:
 
 def test_rows_picked_by_a_2d_index_are_not_a_spatial_axis() -> None:
     assert trace_layout(import_graph(_gathered_by_a_2d_index(2, [[0, 4, 8]])).inputs[0]) is None
+
+
+def test_a_space_to_depth_stem_is_refused_naming_the_reshape() -> None:
+    """TResNet's stem folds 4 x 4 blocks into the channels with a Reshape whose target holds the
+    exported size: the trace cannot follow the axes through it, and the refusal says where."""
+    model = _with_weights(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 3, 8, 8] x) => (float[1, 2] y) {
+          blocks = Reshape(x, target)
+          moved = Transpose<perm = [0, 3, 5, 1, 2, 4]>(blocks)
+          deep = Reshape(moved, merged)
+          f = Conv<kernel_shape = [1, 1]>(deep, w)
+          p = GlobalAveragePool(f)
+          fl = Flatten(p)
+          y = Gemm<transB = 1>(fl, fc)
+        }""",
+        target=np.array([1, 3, 2, 4, 2, 4], np.int64),
+        merged=np.array([1, 48, 2, 2], np.int64),
+        w=RNG.standard_normal((5, 48, 1, 1)).astype(np.float32),
+        fc=RNG.standard_normal((2, 5)).astype(np.float32),
+    )
+    with pytest.raises(onnx_fc2conv.NotConvertibleError) as err:
+        onnx_fc2conv.convert(model)
+    assert str(err.value) == (
+        "input 'x': its batch and spatial axes cannot be traced to a Conv or pool; "
+        "the trace stops at Reshape 'blocks' (target [1, 3, 2, 4, 2, 4])"
+    )

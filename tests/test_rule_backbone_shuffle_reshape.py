@@ -56,3 +56,35 @@ def test_reshape_baking_size_is_refused() -> None:
     # the way back to [1, 4, 4, 3] is the end of a reshape round trip from the map: it follows
     # Shape(map) (rules/backbone_own_shape), so only the node that truly pins the size is named
     assert backbone_refusals(model) == [("bake", Code.BAKED_SIZE, err.reasons[0])]
+
+
+def _torch_pad(g: GraphBuilder, x: str) -> str:
+    """torch's ONNX export of a constant pad of 1: the pads are computed from constants through
+    ConstantOfShape, Reshape, Slice, Transpose and Cast, where onnx's shape inference loses them."""
+    zero = onnx.helper.make_tensor("v", onnx.TensorProto.INT64, [1], [0])
+    zeros = g.op("ConstantOfShape", [g.const("n", np.array([4], np.int64))], value=zero)
+    pads = g.op("Concat", [g.const("p", np.array([1, 1, 1, 1], np.int64)), zeros], axis=0)
+    pairs = g.op("Reshape", [pads, g.const("t", np.array([-1, 2], np.int64))])
+    ends = [g.const(k, np.array([v], np.int64)) for k, v in (("s0", -1), ("s1", -(2**63) + 1), ("ax", 0), ("st", -1))]
+    reversed_pairs = g.op("Slice", [pairs, *ends])
+    flat = g.op("Reshape", [g.op("Transpose", [reversed_pairs], perm=[1, 0]), g.const("t1", np.array([-1], np.int64))])
+    return g.op("Pad", [x, g.op("Cast", [flat], to=7), g.const("zero", np.array(0.0, np.float32))], mode="constant")
+
+
+def test_group_norm_reshape_after_a_computed_pad_needs_nothing() -> None:
+    """GroupNorm's `[0, G, -1]` after a Pad whose pads are computed (timm's ResNetV2 stem): the
+    probe at a larger size still knows the Pad's output, so the target is seen to fit there."""
+    g = GraphBuilder()
+    padded = _torch_pad(g, _image(g))  # [1, 4, 6, 5]
+    grouped = g.op("Reshape", [padded, g.const("g", np.array([0, 2, -1], np.int64))], name="group_norm_split")
+    scale, bias = g.const("sc", np.ones(2, np.float32)), g.const("b", np.zeros(2, np.float32))
+    normed = g.op("InstanceNormalization", [grouped, scale, bias])
+    back = g.op("Reshape", [normed, g.op("Shape", [padded])])
+    pooled = g.op("Flatten", [g.op("GlobalAveragePool", [back])], axis=1)
+    g.output(gemm(g, pooled, C, M))
+    model = g.build()
+    result = convert(model)
+    assert result.backbone_fixes == []
+    assert result.valid_sizes.step == (1, 1)
+    assert {c.check for c in result.verification.comparisons} == {"same size", "larger size"}
+    assert ops(result.model)[-3:] == ["Reshape", "GlobalAveragePool", "Conv"]
