@@ -14,13 +14,11 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper
 
+from .geometry import KERNEL_INPUT, WINDOW_OPS
 from .graph import value_info_dims
 from .layout import InputLayout
 from .rules.backbone_same_pads import same_upper_pads
 from .shapes import infer_skeleton, skeleton_at
-
-_WINDOW_OPS = frozenset({"Conv", "QLinearConv", "ConvInteger", "MaxPool", "AveragePool", "LpPool"})
-_WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
 
 
 def ambiguous_pads(model: onnx.ModelProto, layout: InputLayout, exported: tuple[int, ...]) -> str:
@@ -55,14 +53,14 @@ def ambiguous_pads(model: onnx.ModelProto, layout: InputLayout, exported: tuple[
 
 
 def _same_at_export(node: onnx.NodeProto, shapes: dict, constants: dict, producers: dict) -> list[int] | None:
-    if node.op_type not in _WINDOW_OPS:
+    if node.op_type not in WINDOW_OPS:
         return None
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         return None
     kernel = list(attrs.get("kernel_shape") or [])
-    if not kernel and node.op_type in _WEIGHT_INPUT:
-        kernel = [d for d in (shapes.get(node.input[_WEIGHT_INPUT[node.op_type]]) or ())][2:]
+    if not kernel and node.op_type in KERNEL_INPUT:
+        kernel = [d for d in (shapes.get(node.input[KERNEL_INPUT[node.op_type]]) or ())][2:]
     n = len(kernel)
     strides = list(attrs.get("strides") or [1] * n)
     if not n or all(s == 1 for s in strides):

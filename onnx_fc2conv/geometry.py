@@ -26,8 +26,9 @@ from .shapes import input_spatial_axes
 ELEMENTWISE_UNARY = Elementwise.ops
 ELEMENTWISE_BINARY = PerFeature.ops - {"BatchNormalization"}
 
-_WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool", "QLinearConv", "ConvInteger"})
-_KERNEL_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
+# ops that slide a window over the map, and where the ones with a weight keep its kernel
+WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool", "QLinearConv", "ConvInteger"})
+KERNEL_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
 CHANNEL_OPS = (
     ELEMENTWISE_UNARY
     | ELEMENTWISE_BINARY
@@ -119,8 +120,8 @@ def _window(node: gs.Node, axes: list[Axis | None]) -> list[Axis | None]:
     spatial = axes[2:]
     n = len(spatial)
     kernel = attr(node, "kernel_shape")
-    if kernel is None and node.op in _KERNEL_INPUT:
-        wshape = shape(node.inputs[_KERNEL_INPUT[node.op]])
+    if kernel is None and node.op in KERNEL_INPUT:
+        wshape = shape(node.inputs[KERNEL_INPUT[node.op]])
         kernel = list(wshape[2:]) if wshape else None
     if kernel is None:
         raise GeometryError(f"{node_label(node)} has no known kernel shape")
@@ -177,7 +178,7 @@ def _through(node: gs.Node, ins: list, geo: dict) -> list[Axis | None] | None:
     if op in ("Shape", "Size"):  # reads only the size: no map flows on
         return None
     first = geo.get(node.inputs[0].name)
-    if op in _WINDOW_OPS:
+    if op in WINDOW_OPS:
         if first is None:
             return None
         return _window(node, first)

@@ -17,7 +17,7 @@ import onnx
 
 from .errors import NotConvertibleError, UsageError, one_line
 from .fixed_same_pads import ambiguous_pads
-from .geometry import Geometry
+from .geometry import WINDOW_OPS, Geometry
 from .graph import value_info_dims
 from .layout import InputLayout
 from .shapes import RelaxedInput, all_static, fold_sizes, skeleton_at
@@ -94,13 +94,10 @@ def size_error(model: onnx.ModelProto, layout: InputLayout, size: tuple[int, ...
     return _empty_window(inferred)
 
 
-_WINDOW_OPS = frozenset({"Conv", "QLinearConv", "ConvInteger", "MaxPool", "AveragePool", "LpPool"})
-
-
 def _empty_window(inferred: onnx.ModelProto) -> str | None:
     """A window op whose map would be empty: the outputs may lie behind an op shape inference does
     not know (com.microsoft's QLinearAdd), which hides it there."""
-    windows = {out: node for node in inferred.graph.node if node.op_type in _WINDOW_OPS for out in node.output[:1]}
+    windows = {out: node for node in inferred.graph.node if node.op_type in WINDOW_OPS for out in node.output[:1]}
     for vi in inferred.graph.value_info:
         found = value_info_dims(vi) or ()
         if vi.name in windows and any(isinstance(d, int) and d < 1 for d in found[2:]):
