@@ -11,6 +11,9 @@ output stride. Only those sizes are claimed (sizes.py), and a notice names the l
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import onnx
 from onnx import numpy_helper
 
@@ -21,9 +24,13 @@ from .rules.backbone_same_pads import same_upper_pads
 from .shapes import infer_skeleton, skeleton_at
 
 
-def ambiguous_pads(model: onnx.ModelProto, layout: InputLayout, exported: tuple[int, ...]) -> str:
+def ambiguous_pads(
+    model: onnx.ModelProto, layout: InputLayout, exported: tuple[int, ...]
+) -> tuple[str, tuple[int, ...]]:
     """A notice naming the first strided window op whose asymmetric pads (its own plus those of a
-    constant Pad right before it) equal 'same' padding at the exported size; '' when none does."""
+    constant Pad right before it) equal 'same' padding at the exported size, and the step (per
+    spatial axis) the input must grow by for every such op to see its size modulo its stride as at
+    the exported size; ('', ones) when there is none."""
     dims = list(value_info_dims(next(vi for vi in model.graph.input if vi.name == layout.name)) or ())
     if layout.batch is not None:
         dims[layout.batch] = 1
@@ -40,19 +47,28 @@ def ambiguous_pads(model: onnx.ModelProto, layout: InputLayout, exported: tuple[
         if attr.name == "value"
     )
     producers = {out: node for node in model.graph.node for out in node.output}
+    notice, steps = "", [1] * len(exported)
     for node in model.graph.node:
-        found = _same_at_export(node, shapes, constants, producers)
-        if found:
+        found = _same_at_export(node, shapes, constants, producers, model)
+        if found is None:
+            continue
+        pads, sizes, strides = found
+        for axis, (e, n, s) in enumerate(zip(exported, sizes, strides, strict=True)):
+            steps[axis] = math.lcm(steps[axis], max(round(e / n), 1) * s)  # the layer's stride from the input
+        if not notice:
             label = f"{node.op_type} '{node.name or node.output[0]}'"
-            return (
-                f"{label} pads {found} as TF's 'same' padding does at the exported size: fixed pads and "
+            notice = (
+                f"{label} pads {pads} as TF's 'same' padding does at the exported size: fixed pads and "
                 "'same' padding differ at other sizes and the graph cannot tell which was meant, so only "
                 "the sizes where both agree are claimed"
             )
-    return ""
+    return notice, tuple(steps)
 
 
-def _same_at_export(node: onnx.NodeProto, shapes: dict, constants: dict, producers: dict) -> list[int] | None:
+def _same_at_export(
+    node: onnx.NodeProto, shapes: dict, constants: dict, producers: dict, model: onnx.ModelProto
+) -> tuple[list[int], list[int], list[int]] | None:
+    """(pads, input sizes, strides) of a strided window op whose pads are 'same' at this size."""
     if node.op_type not in WINDOW_OPS:
         return None
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -68,7 +84,7 @@ def _same_at_export(node: onnx.NodeProto, shapes: dict, constants: dict, produce
     pads = list(attrs.get("pads") or [0] * 2 * n)
     source = node.input[0]
     pad = producers.get(source)
-    extra = _constant_pads(pad, constants, n) if pad is not None and pad.op_type == "Pad" else None
+    extra = _constant_pads(pad, constants, n, model) if pad is not None and pad.op_type == "Pad" else None
     if extra is not None:
         pads = [a + b for a, b in zip(pads, extra, strict=True)]
         source = pad.input[0]
@@ -78,11 +94,13 @@ def _same_at_export(node: onnx.NodeProto, shapes: dict, constants: dict, produce
         return None
     if pads[:n] == pads[n:] or pads != same_upper_pads(sizes, kernel, strides, dilations):
         return None
-    return pads
+    return pads, sizes, strides
 
 
-def _constant_pads(pad: onnx.NodeProto, constants: dict, n: int) -> list[int] | None:
-    """The spatial pads of a zero-valued constant Pad, `[b1.., e1..]` over the last `n` axes."""
+def _constant_pads(pad: onnx.NodeProto, constants: dict, n: int, model: onnx.ModelProto) -> list[int] | None:
+    """The spatial pads of a zero-valued Pad whose pads are constant (or computed from constants
+    only: torch folds the static input's shape into timm's 'same' padding), `[b1.., e1..]` over
+    the last `n` axes."""
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in pad.attribute}
     if attrs.get("mode", b"constant") not in (b"constant", "constant"):
         return None
@@ -93,11 +111,64 @@ def _constant_pads(pad: onnx.NodeProto, constants: dict, n: int) -> list[int] | 
     if "pads" in attrs:  # before opset 11
         values = list(attrs["pads"])
     else:
-        tensor = constants.get(pad.input[1]) if len(pad.input) > 1 else None
-        if tensor is None:
+        found = _computed_constant(model, pad.input[1], constants) if len(pad.input) > 1 else None
+        if found is None:
             return None
-        values = [int(v) for v in numpy_helper.to_array(tensor).reshape(-1)]
+        values = [int(v) for v in found.reshape(-1)]
     rank = len(values) // 2
     if (len(pad.input) > 3 and pad.input[3]) or rank < n or any(values[: rank - n]) or any(values[rank : 2 * rank - n]):
         return None  # an axes input, or padding beyond the spatial axes
     return values[rank - n : rank] + values[2 * rank - n :]
+
+
+def _computed_constant(model: onnx.ModelProto, name: str, constants: dict) -> np.ndarray | None:
+    """The value of `name` where it depends on constants only (evaluated by onnx's reference
+    implementation on the few nodes that compute it); None where a graph input feeds it."""
+    if name in constants:
+        return numpy_helper.to_array(constants[name])
+    producers = {out: node for node in model.graph.node for out in node.output}
+    needed: list[onnx.NodeProto] = []
+    stack, seen = [name], set()
+    while stack:
+        current = stack.pop()
+        if current in seen or current in constants or not current:
+            continue
+        seen.add(current)
+        node = producers.get(current)
+        if node is None or len(needed) > _MAX_COMPUTED_NODES:
+            return None  # a graph input, or more arithmetic than a pad computation
+        needed.append(node)
+        stack.extend(node.input)
+    used = {i for node in needed for i in node.input if i in constants}
+    values = []
+    for key in sorted(used):
+        value = onnx.TensorProto()
+        value.CopyFrom(constants[key])
+        value.name = key
+        values.append(value)
+    output = onnx.helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)
+    graph = onnx.helper.make_graph(_ordered(needed, used), "pads", [], [output], values)
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        sub = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+        return np.asarray(ReferenceEvaluator(sub).run(None, {})[0])
+    except Exception:  # whatever the reference cannot evaluate stays unknown
+        return None
+
+
+_MAX_COMPUTED_NODES = 64
+
+
+def _ordered(nodes: list[onnx.NodeProto], ready: set[str]) -> list[onnx.NodeProto]:
+    """The nodes in an order where each comes after the producers of its inputs."""
+    ready, pending, out = set(ready), list(reversed(nodes)), []
+    while pending:
+        progress = [n for n in pending if all(not i or i in ready for i in n.input)]
+        if not progress:
+            break
+        for node in progress:
+            out.append(node)
+            ready.update(node.output)
+            pending.remove(node)
+    return out

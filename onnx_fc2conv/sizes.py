@@ -115,15 +115,18 @@ def _step(
     exported: tuple[int, ...],
     axis: int,
     stride: int | None,
-    any_size: bool,
+    multiple: int,
 ) -> int:
     """1: any size; S: the exported size plus multiples of S (the output stride, or the smallest
-    power of two that fits where a resize hides the stride); 0: the exported size only.
+    power of two that fits where a resize hides the stride); 0: the exported size only. `multiple`
+    1 allows any size, 0 asks for a step above 1, and above 1 for a multiple of it.
 
     Any size is claimed only where sizes one stride apart run too: below the stride the maps
     often keep their size, so one or two pixels more prove nothing."""
-    candidates = [*([1] if any_size else []), *([stride] if stride else []), *_STEPS]
-    for step in dict.fromkeys(candidates):
+    candidates = [*([1] if multiple == 1 else []), *([stride] if stride else []), *_STEPS]
+    if multiple > 1:
+        candidates = [math.lcm(c, multiple) for c in candidates]
+    for step in dict.fromkeys(c for c in candidates if c > 1 or multiple == 1):
         grows = [step, 2 * step] + ([stride, stride + 1] if step == 1 and stride and stride > 2 else [])
         sizes = [tuple(e + g if a == axis else e for a, e in enumerate(exported)) for g in grows]
         if all(runs_at(model, layout, size) for size in sizes):
@@ -137,11 +140,12 @@ def valid_sizes(
     exported: tuple[int, ...],
     stride: tuple[int, ...] | None,
     estimate: tuple[int, ...] | None = None,
-    any_size: bool = True,
+    multiple: tuple[int, ...] | None = None,
 ) -> ValidSizes:
     """The sizes `model` (relaxed) runs at, from the exported size and the output stride (the
-    geometry's; where there is none, `estimate` only guides the step, not the minimum). Without
-    `any_size`, only the exported size plus multiples of a step are claimed."""
+    geometry's; where there is none, `estimate` only guides the step, not the minimum). Where
+    `multiple` is above 1 on an axis, only the exported size plus multiples of it are claimed there."""
+    multiple = multiple or (1,) * len(exported)
     guide = stride or estimate
     axes = range(len(exported))
     # every step tried below divides this one: where the model does not run one such step larger on
@@ -149,13 +153,13 @@ def valid_sizes(
     common = tuple(math.lcm(_STEPS[-1], guide[axis] if guide else 1) for axis in axes)
     if not runs_at(model, layout, tuple(e + c for e, c in zip(exported, common, strict=True))):
         return ValidSizes(tuple(exported), tuple(exported), (0,) * len(exported))
-    steps = [_step(model, layout, exported, axis, guide[axis] if guide else None, any_size) for axis in axes]
+    steps = [_step(model, layout, exported, axis, guide[axis] if guide else None, multiple[axis]) for axis in axes]
     if 1 in steps and not all(
         runs_at(model, layout, size) for size in ValidSizes(exported, exported, tuple(steps)).larger()
     ):
         # branches that agree one pixel and one stride further can still disagree elsewhere (Keras
         # 'same' pads at each stride-2 stage): the sizes verification would run decide
-        steps = [_step(model, layout, exported, axis, guide[axis] if guide else None, False) for axis in axes]
+        steps = [_step(model, layout, exported, axis, guide[axis] if guide else None, 0) for axis in axes]
     minimum = list(exported)
     for axis, step in enumerate(steps):
         if step != 1:
@@ -208,8 +212,8 @@ def claimed_sizes(
             estimate = None
             if feature_map and len(feature_map) == len(exported):
                 estimate = tuple(max(e // max(f, 1), 1) for e, f in zip(exported, feature_map, strict=True))
-            note = ambiguous_pads(model, layout, exported)  # type: ignore[arg-type]
-            valid = valid_sizes(model, layout, exported, stride, estimate, not note)  # type: ignore[arg-type]
+            note, multiple = ambiguous_pads(model, layout, exported)  # type: ignore[arg-type]
+            valid = valid_sizes(model, layout, exported, stride, estimate, multiple)  # type: ignore[arg-type]
             if 0 in valid.step:  # claiming a symbolic size it cannot take would be a lie
                 guide = stride or estimate or (1,) * len(exported)
                 probe = tuple(e + (s or 1) for e, s in zip(exported, guide, strict=True))

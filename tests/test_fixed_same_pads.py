@@ -38,9 +38,18 @@ def _model(conv: str, pad: str = "") -> onnx.ModelProto:
     return model
 
 
+# torch folds the static input's shape into timm's 'same' padding: the pads are computed from constants
+COMPUTED = """
+          half = Constant<value = int64[4] {0, 0, 0, 0}>()
+          ends = Constant<value = int64[4] {0, 0, 1, 1}>()
+          both = Concat<axis = 0>(half, ends)
+          computed = Cast<to = 7>(both)
+          p = Pad(x, computed)"""
+
 SAME_AT_EXPORT = [
     pytest.param(", pads = [0, 0, 1, 1]", "", "Conv 'c' pads [0, 0, 1, 1]", id="conv-pads"),
     pytest.param("", "p = Pad(x, pads)", "Conv 'c' pads [0, 0, 1, 1]", id="pad-node"),
+    pytest.param("", COMPUTED, "Conv 'c' pads [0, 0, 1, 1]", id="pad-computed-from-constants"),
 ]
 
 
@@ -80,3 +89,48 @@ def test_stride_one_pads_are_not_a_question() -> None:
     result = onnx_fc2conv.convert(model)
     assert result.valid_sizes.step == (1, 1)
     assert not any("'same' padding" in n for n in result.notices)
+
+
+def test_a_pad_computed_from_the_input_shape_follows_every_size() -> None:
+    """Pads computed from `Shape(x)` at run time are 'same' at every size: nothing to narrow."""
+    pad = """
+          s = Shape(x)
+          hw = Slice(s, two, four)
+          odd = Mod(hw, two1)
+          ones = Sub(one, odd)
+          begin = Constant<value = int64[4] {0, 0, 0, 0}>()
+          zeros = Constant<value = int64[2] {0, 0}>()
+          all = Concat<axis = 0>(begin, zeros, ones)
+          p = Pad(x, all)"""
+    model = _model("", pad)
+    model.graph.initializer.extend(
+        numpy_helper.from_array(np.array(v, np.int64), k)
+        for k, v in (("two", [2]), ("four", [4]), ("two1", [2]), ("one", [1]))
+    )
+    result = onnx_fc2conv.convert(model)
+    assert not any("'same' padding" in n for n in result.notices)
+    assert result.valid_sizes.step == (1, 1)
+
+
+def test_the_step_is_the_stride_the_ambiguous_layer_sees_from_the_input() -> None:
+    """A 'same' layer behind a stride-2 Conv sees half the input: the input grows by 2 x 2."""
+    model = parser.parse_model(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[1, 3, 32, 32] x) => (float[1, 4] y) {
+          a = Conv<kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]>(x, w1)
+          c = Conv<kernel_shape = [3, 3], strides = [2, 2], pads = [0, 0, 1, 1]>(a, w2)
+          d = Conv<kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]>(c, w3)
+          m = GlobalAveragePool(d)
+          f = Flatten(m)
+          y = Gemm<transB = 1>(f, fc)
+        }"""
+    )
+    model.graph.initializer.extend(
+        numpy_helper.from_array(RNG.standard_normal(s).astype(np.float32), k)
+        for k, s in (("w1", (4, 3, 3, 3)), ("w2", (4, 4, 3, 3)), ("w3", (4, 4, 3, 3)), ("fc", (4, 4)))
+    )
+    result = onnx_fc2conv.convert(model)
+    assert result.valid_sizes.describe() == "32+8k x 32+8k"  # the output stride, a multiple of 2 x 2
+    assert any(n.startswith("Conv 'c' pads [0, 0, 1, 1] as TF's 'same'") for n in result.notices)
+    assert result.verification.passed
