@@ -20,18 +20,21 @@ from .rules.base import Code
 
 # ops between the token read and the classifier that keep it one vector per image
 _PASS_THROUGH = frozenset(
-    {"LayerNormalization", "Identity", "Squeeze", "Flatten", "Reshape", "Cast", "Relu", "Gelu", "Tanh", "Dropout"}
+    {"LayerNormalization", "BatchNormalization", "Identity", "Squeeze", "Flatten", "Reshape", "Cast", "Relu", "Gelu"}
+    | {"Tanh", "Dropout"}
 )
+_TOKEN_POOLS = frozenset({"ReduceMean", "ReduceMax"})
 _STEPS = 8
 
 
 @dataclass(frozen=True)
 class TokenRead:
-    """A node that takes one token of a `[N, T, C]` sequence (the class token)."""
+    """A node that takes one token of a `[N, T, C]` sequence (the class token), or (index None)
+    pools the sequence over its tokens (LeViT, MLP-Mixer)."""
 
     node: gs.Node
     sequence: gs.Tensor
-    index: int
+    index: int | None
 
 
 def class_token_read(tensor: gs.Tensor) -> TokenRead | None:
@@ -56,12 +59,18 @@ def _ints(node: gs.Node, index: int) -> list[int] | None:
 
 
 def _token_read(node: gs.Node) -> TokenRead | None:
-    if not node.inputs or node.op not in ("Gather", "Slice"):
+    if not node.inputs or node.op not in ("Gather", "Slice", *_TOKEN_POOLS):
         return None
     sequence = node.inputs[0]
     dims = shape(sequence)
     if dims is None or len(dims) != 3:
         return None
+    if node.op in _TOKEN_POOLS:
+        axes = node.attrs.get("axes")
+        axes = _ints(node, 1) if axes is None else list(axes)
+        keep = int(node.attrs.get("keepdims", 1))
+        pooled = [a % 3 for a in axes or []] == [1] and not keep and dims[1] != 1  # one token pins nothing
+        return TokenRead(node, sequence, None) if pooled else None
     if node.op == "Gather":
         index = _ints(node, 1)
         if int(node.attrs.get("axis", 0)) % 3 != 1 or index is None or len(index) != 1:
@@ -121,11 +130,14 @@ def _class_token_line(candidates: list[gs.Node], fc: gs.Node, read: TokenRead) -
     inside = {id(n) for n in ancestors([read.sequence])}
     folded = {node_id(n) for n in candidates if id(n) in inside} | {node_id(fc)}
     dims = list(shape(read.sequence) or ())
-    reason = (
-        f"{node_label(fc)} reads the class token: {node_label(read.node)} takes token {read.index} of the "
-        f"sequence '{read.sequence.name}' {dims}, a fixed count of {dims[1]} tokens that the attention runs "
-        "over, not a feature map"
-    )
+    if read.index is None:
+        what = f"the pooled tokens: {node_label(read.node)} pools the sequence '{read.sequence.name}' {dims}"
+        over = "that the attention or token mixing runs over"
+    else:
+        what = f"the class token: {node_label(read.node)} takes token {read.index} of the sequence "
+        what += f"'{read.sequence.name}' {dims}"
+        over = "that the attention runs over"
+    reason = f"{node_label(fc)} reads {what}, a fixed count of {dims[1]} tokens {over}, not a feature map"
     return fc, folded, reason
 
 

@@ -57,6 +57,28 @@ def test_class_token_read_by_slice_and_squeeze() -> None:
     assert reason.startswith("Gemm 'fc' reads the class token: Slice 'first' takes token 0 of the sequence 'normed'")
 
 
+def test_a_head_on_the_pooled_tokens_is_refused_in_one_line() -> None:
+    """MLP-Mixer and LeViT: the classifier reads the mean over the tokens (through a BatchNorm)."""
+    read = (
+        "pooled = ReduceMean <axes = [1], keepdims = 0> (normed)\n token = BatchNormalization (pooled, g, be, mu, var)"
+    )
+    weights = {"g": (C,), "be": (C,), "mu": (C,), "var": np.ones(C, np.float32)}
+    model = text_model(_VIT.format(read=read), **weights, **_WEIGHTS)
+    reason = (
+        "Gemm 'fc' reads the pooled tokens: ReduceMean 'pooled' pools the sequence 'normed' [1, 5, 4], a fixed "
+        "count of 5 tokens that the attention or token mixing runs over, not a feature map"
+    )
+    assert skipped(model) == [("fc", Code.TOKEN_SEQUENCE, reason)]
+
+
+def test_a_mean_over_one_token_is_not_taken_for_a_fixed_token_count() -> None:
+    read = "one = Slice (normed, s0, s1, s_axis)\n token = ReduceMean <axes = [1], keepdims = 0> (one)"
+    weights = {"s0": np.array([0]), "s1": np.array([1]), "s_axis": np.array([1])}
+    model = text_model(_VIT.format(read=read), **weights, **_WEIGHTS)
+    found = skipped(model)
+    assert found and not any("reads the pooled tokens" in reason for _, _, reason in found)
+
+
 def test_fc_layers_on_token_rows_without_class_token_are_one_line() -> None:
     """A per-token classifier: every FC candidate reads the [1, 5, C] sequence as [5, C] rows."""
     text = _VIT.format(read="token = Reshape (normed, t_rows)").replace("float[1, 5] fc", "float[5, 5] fc")
