@@ -35,7 +35,10 @@ def cause_of(result: str, detail: list[str], layout: str = "") -> str:
         if runs_larger:
             return "false refusal: the export itself runs at other sizes and equals the framework"
         if "class token" in text or "each token of a sequence" in text or "pooled tokens" in text:
-            return "refused: a class-token head on a fixed-length token sequence (attention over a fixed token count)"
+            return (
+                "refused: a head on a fixed-length token sequence "
+                "(class token or pooled tokens: attention or token mixing over a fixed count)"
+            )
         if "not from a flattened feature map" in text:
             return "refused: an op between the pool/flatten and the FC layers"
         if re.search(r"bakes|pins|cannot run at other sizes|fixed shape|runs only at its exported size", text):
