@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from .geometry import KERNEL_INPUT, WINDOW_OPS
 from .graph import value_info_dims
 from .layout import InputLayout
-from .rules.backbone_same_pads import same_upper_pads
+from .rules.backbone_same_pads import same_only_at
 from .shapes import infer_skeleton, skeleton_at
 
 
@@ -79,12 +79,12 @@ def _same_at_export(
         kernel = [d for d in (shapes.get(node.input[KERNEL_INPUT[node.op_type]]) or ())][2:]
     n = len(kernel)
     strides = list(attrs.get("strides") or [1] * n)
-    if not n or all(s == 1 for s in strides):
+    if not n:
         return None
     pads = list(attrs.get("pads") or [0] * 2 * n)
     source = node.input[0]
     pad = producers.get(source)
-    extra = _constant_pads(pad, constants, n, model) if pad is not None and pad.op_type == "Pad" else None
+    extra = _constant_pads(pad, constants, producers, n, model) if pad is not None and pad.op_type == "Pad" else None
     if extra is not None:
         pads = [a + b for a, b in zip(pads, extra, strict=True)]
         source = pad.input[0]
@@ -92,12 +92,12 @@ def _same_at_export(
     dilations = list(attrs.get("dilations") or [1] * n)
     if len(sizes) != n or not all(isinstance(d, int) for d in sizes) or len(pads) != 2 * n:
         return None
-    if pads[:n] == pads[n:] or pads != same_upper_pads(sizes, kernel, strides, dilations):
-        return None
-    return pads, sizes, strides
+    return (pads, sizes, strides) if same_only_at(pads, sizes, kernel, strides, dilations) else None
 
 
-def _constant_pads(pad: onnx.NodeProto, constants: dict, n: int, model: onnx.ModelProto) -> list[int] | None:
+def _constant_pads(
+    pad: onnx.NodeProto, constants: dict, producers: dict, n: int, model: onnx.ModelProto
+) -> list[int] | None:
     """The spatial pads of a zero-valued Pad whose pads are constant (or computed from constants
     only: torch folds the static input's shape into timm's 'same' padding), `[b1.., e1..]` over
     the last `n` axes."""
@@ -111,7 +111,7 @@ def _constant_pads(pad: onnx.NodeProto, constants: dict, n: int, model: onnx.Mod
     if "pads" in attrs:  # before opset 11
         values = list(attrs["pads"])
     else:
-        found = _computed_constant(model, pad.input[1], constants) if len(pad.input) > 1 else None
+        found = _computed_constant(model, pad.input[1], constants, producers) if len(pad.input) > 1 else None
         if found is None:
             return None
         values = [int(v) for v in found.reshape(-1)]
@@ -121,12 +121,11 @@ def _constant_pads(pad: onnx.NodeProto, constants: dict, n: int, model: onnx.Mod
     return values[rank - n : rank] + values[2 * rank - n :]
 
 
-def _computed_constant(model: onnx.ModelProto, name: str, constants: dict) -> np.ndarray | None:
+def _computed_constant(model: onnx.ModelProto, name: str, constants: dict, producers: dict) -> np.ndarray | None:
     """The value of `name` where it depends on constants only (evaluated by onnx's reference
     implementation on the few nodes that compute it); None where a graph input feeds it."""
     if name in constants:
         return numpy_helper.to_array(constants[name])
-    producers = {out: node for node in model.graph.node for out in node.output}
     needed: list[onnx.NodeProto] = []
     stack, seen = [name], set()
     while stack:

@@ -305,20 +305,10 @@ def clear_output_shapes(model: onnx.ModelProto, outputs: set[str]) -> dict[str, 
 
 
 def restore_output_ranks(model: onnx.ModelProto, before: dict[str, tuple]) -> None:
-    """Outputs onnx's inference could not reach (behind a contrib op) take the symbolic pass's
-    shape; where that fails too they keep their rank, with unknown dims."""
-    missing = [
-        out
-        for out in model.graph.output
-        if out.name in before and out.type.HasField("tensor_type") and not out.type.tensor_type.HasField("shape")
-    ]
-    if not missing:
-        return
-    inferred = {o.name: o.type.tensor_type for o in inferred_skeleton(model).graph.output}
-    for out in missing:
-        found = inferred.get(out.name)
-        if found is not None and found.HasField("shape"):
-            out.type.tensor_type.shape.CopyFrom(found.shape)
-            continue
-        for _ in before[out.name]:
-            out.type.tensor_type.shape.dim.add()
+    """Outputs onnx's inference could not reach (behind a contrib op) keep their rank, with unknown
+    dims; output_dims.name_outputs then takes rank and dims from the symbolic inference."""
+    for out in model.graph.output:
+        tensor_type = out.type.tensor_type
+        if out.name in before and out.type.HasField("tensor_type") and not tensor_type.HasField("shape"):
+            for _ in before[out.name]:
+                tensor_type.shape.dim.add()

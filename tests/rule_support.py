@@ -63,6 +63,31 @@ def skipped(model: onnx.ModelProto) -> list[tuple[str, Code, str]]:
     return [(s.node, s.code, s.reason) for s in onnx_fc2conv.inspect(model).skipped]
 
 
+_FC_HEAD = """
+    g (float[1, 3, 5, 4] input{inputs}) => ({outputs}) {{
+        conv = Conv <kernel_shape = [2, 2]> (input, conv_w)
+        flat = Flatten <axis = 1> (conv)
+        fc = Gemm <transB = 1> (flat, w, b)
+        {tail}
+    }}
+"""
+
+
+def fc_head_model(
+    tail: str, outputs: str, *, inputs: str = "", opset: int = 17, **weights: tuple[int, ...] | np.ndarray
+) -> onnx.ModelProto:
+    """The rule tests' usual head: `[1, 3, 5, 4]` -> 2x2 Conv (C channels) -> Flatten -> Gemm 'fc'
+    (M classes), then `tail` (ONNX text lines) writing `outputs`; `inputs` adds graph inputs."""
+    text = _FC_HEAD.format(inputs=inputs, outputs=outputs, tail=tail)
+    return text_model(text, opset=opset, conv_w=(C, 3, 2, 2), w=(M, 48), b=(M,), **weights)
+
+
+def assert_refused_head(model: onnx.ModelProto, code: Code, reason: str, node: str = "fc") -> None:
+    """convert() refuses the model naming `node` with `reason` alone; inspect() records it with `code`."""
+    assert refused(model).reasons == [f"{node}: {reason}"]
+    assert skipped(model) == [(node, code, reason)]
+
+
 def backbone_refusals(model: onnx.ModelProto) -> list[tuple[str, Code, str]]:
     """(node, code, reason) of every backbone node inspect() refuses."""
     return [(s.node, s.code, s.reason) for s in onnx_fc2conv.inspect(model).backbone_refusals]

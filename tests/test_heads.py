@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from builders import GraphBuilder, backbone, big_input, dims, gemm, ops, run
-from rule_support import refused, skipped, text_model
+from rule_support import assert_refused_head, fc_head_model, refused, skipped, text_model
 
 import onnx_fc2conv
 from onnx_fc2conv.rules.base import Code
@@ -44,21 +44,7 @@ def test_class_token_head() -> None:
 
 
 def test_unsupported_op_after_fc() -> None:
-    model = text_model(
-        """
-        g (float[1, 3, 5, 4] input) => (float[1, 5] ln) {
-            conv = Conv <kernel_shape = [2, 2]> (input, conv_w)
-            flat = Flatten <axis = 1> (conv)
-            fc = Gemm <transB = 1> (flat, w, b)
-            ln = LayerNormalization (fc, s, t)
-        }
-        """,
-        conv_w=(C, 3, 2, 2),
-        w=(M, 48),
-        b=(M,),
-        s=(M,),
-        t=(M,),
-    )
+    model = fc_head_model("ln = LayerNormalization (fc, s, t)", "float[1, 5] ln", s=(M,), t=(M,))
     err = refused(model)
     assert err.reasons == ["fc: LayerNormalization 'ln' after the FC layers is not supported"]
     assert skipped(model) == [
@@ -67,22 +53,9 @@ def test_unsupported_op_after_fc() -> None:
 
 
 def test_flattened_tensor_used_elsewhere_is_refused() -> None:
-    model = text_model(
-        """
-        g (float[1, 3, 5, 4] input) => (float[1, 5] fc, float[1, 48] flat) {
-            conv = Conv <kernel_shape = [2, 2]> (input, conv_w)
-            flat = Flatten <axis = 1> (conv)
-            fc = Gemm <transB = 1> (flat, w, b)
-        }
-        """,
-        conv_w=(C, 3, 2, 2),
-        w=(M, 48),
-        b=(M,),
-    )
-    err = refused(model)
+    model = fc_head_model("", "float[1, 5] fc, float[1, 48] flat")
     reason = "the flattened tensor 'flat' before Gemm 'fc' is also used elsewhere"
-    assert err.reasons == [f"fc: {reason}"]
-    assert skipped(model) == [("fc", Code.SHARED_FLATTEN, reason)]
+    assert_refused_head(model, Code.SHARED_FLATTEN, reason)
 
 
 def test_one_bad_head_refuses_the_whole_model() -> None:

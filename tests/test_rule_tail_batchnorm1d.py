@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from builders import assert_sliding, big_input, convert, gemm, image_model, ops
-from rule_support import bn_inputs, refused, skipped, text_model
+from rule_support import assert_refused_head, bn_inputs, fc_head_model
 
 from onnx_fc2conv.rules.base import Code
 
@@ -38,47 +38,20 @@ def test_batchnorm1d_unsqueeze_bn_squeeze(opset: int) -> None:
 
 
 def test_unsqueeze_without_batchnorm_is_refused() -> None:
-    model = text_model(
-        """
-        g (float[1, 3, 5, 4] input) => (float[1, 5, 1] u) {
-            conv = Conv <kernel_shape = [2, 2]> (input, conv_w)
-            flat = Flatten <axis = 1> (conv)
-            fc = Gemm <transB = 1> (flat, w, b)
-            u = Unsqueeze (fc, axes)
-        }
-        """,
-        conv_w=(C, 3, 2, 2),
-        w=(M, 48),
-        b=(M,),
-        axes=np.array([2], np.int64),
-    )
-    err = refused(model)
+    model = fc_head_model("u = Unsqueeze (fc, axes)", "float[1, 5, 1] u", axes=np.array([2], np.int64))
     reason = "Unsqueeze 'u' after the FC layers is not part of Unsqueeze -> BatchNormalization -> Squeeze"
-    assert err.reasons == [f"fc: {reason}"]
-    assert skipped(model) == [("fc", Code.BATCHNORM_PATTERN, reason)]
+    assert_refused_head(model, Code.BATCHNORM_PATTERN, reason)
 
 
 def test_batchnorm_with_a_computed_parameter_is_refused() -> None:
-    model = text_model(
-        """
-        g (float[1, 3, 5, 4] input, float[5] mean) => (float[1, 5] s) {
-            conv = Conv <kernel_shape = [2, 2]> (input, conv_w)
-            flat = Flatten <axis = 1> (conv)
-            fc = Gemm <transB = 1> (flat, w, b)
-            u = Unsqueeze (fc, axes)
-            bn = BatchNormalization (u, scale, bias, mean, var)
-            s = Squeeze (bn, axes)
-        }
-        """,
-        conv_w=(C, 3, 2, 2),
-        w=(M, 48),
-        b=(M,),
+    model = fc_head_model(
+        "u = Unsqueeze (fc, axes)\nbn = BatchNormalization (u, scale, bias, mean, var)\ns = Squeeze (bn, axes)",
+        "float[1, 5] s",
+        inputs=", float[5] mean",
         axes=np.array([2], np.int64),
         scale=(M,),
         bias=(M,),
         var=np.ones(M, np.float32),
     )
-    err = refused(model)
     reason = "BatchNormalization 'bn': parameter 'mean' is not a constant"
-    assert err.reasons == [f"fc: {reason}"]
-    assert skipped(model) == [("fc", Code.NOT_CONSTANT, reason)]
+    assert_refused_head(model, Code.NOT_CONSTANT, reason)

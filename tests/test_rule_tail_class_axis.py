@@ -17,7 +17,7 @@ from builders import (
     image_model,
     ops,
 )
-from rule_support import assert_class_axis_normalised, refused, skipped, text_model
+from rule_support import assert_class_axis_normalised, assert_refused_head, fc_head_model, refused, skipped
 
 from onnx_fc2conv.rules.base import Code
 
@@ -98,20 +98,7 @@ def test_logits_and_probabilities_both_outputs() -> None:
 
 
 def test_softmax_over_the_batch_axis() -> None:
-    model = text_model(
-        """
-        g (float[1, 3, 5, 4] input) => (float[1, 5] sm) {
-            conv = Conv <kernel_shape = [2, 2]> (input, conv_w)
-            flat = Flatten <axis = 1> (conv)
-            fc = Gemm <transB = 1> (flat, w, b)
-            sm = Softmax <axis = 0> (fc)
-        }
-        """,
-        opset=13,
-        conv_w=(C, 3, 2, 2),
-        w=(M, 48),
-        b=(M,),
-    )
+    model = fc_head_model("sm = Softmax <axis = 0> (fc)", "float[1, 5] sm", opset=13)
     err = refused(model)
     assert err.reasons == ["fc: Softmax 'sm' works on axis 0, not the class axis"]
     assert skipped(model) == [("fc", Code.CLASS_AXIS, "Softmax 'sm' works on axis 0, not the class axis")]
@@ -119,21 +106,6 @@ def test_softmax_over_the_batch_axis() -> None:
 
 def test_index_read_by_further_nodes_is_refused() -> None:
     """What reads the class index cannot be proven to work on a map of indices."""
-    model = text_model(
-        """
-        g (float[1, 3, 5, 4] input) => (float[1] label) {
-            conv = Conv <kernel_shape = [2, 2]> (input, conv_w)
-            flat = Flatten <axis = 1> (conv)
-            fc = Gemm <transB = 1> (flat, w, b)
-            best = ArgMax <axis = 1, keepdims = 0> (fc)
-            label = Cast <to = 1> (best)
-        }
-        """,
-        conv_w=(C, 3, 2, 2),
-        w=(M, 48),
-        b=(M,),
-    )
-    err = refused(model)
+    model = fc_head_model("best = ArgMax <axis = 1, keepdims = 0> (fc)\nlabel = Cast <to = 1> (best)", "float[1] label")
     reason = "the output of ArgMax 'best' is used by further nodes"
-    assert err.reasons == [f"fc: {reason}"]
-    assert skipped(model) == [("fc", Code.INDEX_USED, reason)]
+    assert_refused_head(model, Code.INDEX_USED, reason)

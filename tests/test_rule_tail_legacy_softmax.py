@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from builders import assert_sliding, big_input, convert, gemm, image_model, ops
-from rule_support import assert_class_axis_normalised, refused, skipped, text_model
+from rule_support import assert_class_axis_normalised, fc_head_model, refused, skipped
 
 import onnx_fc2conv
 from onnx_fc2conv.rules.base import Code
@@ -30,20 +30,7 @@ def test_legacy_softmax_between_fcs() -> None:
 
 
 def test_legacy_softmax_over_the_batch_axis() -> None:
-    model = text_model(
-        """
-        g (float[1, 3, 5, 4] input) => (float[1, 5] sm) {
-            conv = Conv <kernel_shape = [2, 2]> (input, conv_w)
-            flat = Flatten <axis = 1> (conv)
-            fc = Gemm <transB = 1> (flat, w, b)
-            sm = Softmax <axis = 0> (fc)
-        }
-        """,
-        opset=11,
-        conv_w=(C, 3, 2, 2),
-        w=(M, 48),
-        b=(M,),
-    )
+    model = fc_head_model("sm = Softmax <axis = 0> (fc)", "float[1, 5] sm", opset=11)
     err = refused(model)
     assert err.reasons == ["fc: Softmax 'sm' works on axis 0, not the class axis"]
     assert skipped(model) == [("fc", Code.CLASS_AXIS, "Softmax 'sm' works on axis 0, not the class axis")]

@@ -16,7 +16,7 @@ from builders import (
     initializer,
     ops,
 )
-from rule_support import bn_inputs, refused, skipped, text_model
+from rule_support import assert_refused_head, bn_inputs, fc_head_model, text_model
 
 import onnx_fc2conv
 from onnx_fc2conv.rules.base import Code
@@ -131,28 +131,11 @@ def test_head_mixing_with_backbone_tensor() -> None:
         w=(C, 48),
         b=(C,),
     )
-    err = refused(model)
     reason = "Add 'mix' combines the head with non-constant tensor 'side_out'"
-    assert err.reasons == [f"fc: {reason}"]
-    assert skipped(model) == [("fc", Code.NON_CONSTANT_OPERAND, reason)]
+    assert_refused_head(model, Code.NON_CONSTANT_OPERAND, reason)
 
 
 def test_per_feature_constant_of_wrong_width() -> None:
-    model = text_model(
-        """
-        g (float[1, 3, 5, 4] input) => (float[3, 5] scale) {
-            conv = Conv <kernel_shape = [2, 2]> (input, conv_w)
-            flat = Flatten <axis = 1> (conv)
-            fc = Gemm <transB = 1> (flat, w, b)
-            scale = Mul (fc, c)
-        }
-        """,
-        conv_w=(C, 3, 2, 2),
-        w=(M, 48),
-        b=(M,),
-        c=(3, M),
-    )
-    err = refused(model)
+    model = fc_head_model("scale = Mul (fc, c)", "float[3, 5] scale", c=(3, M))
     reason = "Mul 'scale': constant 'c' of shape [3, 5] is neither per-feature nor scalar"
-    assert err.reasons == [f"fc: {reason}"]
-    assert skipped(model) == [("fc", Code.CONSTANT_SHAPE, reason)]
+    assert_refused_head(model, Code.CONSTANT_SHAPE, reason)

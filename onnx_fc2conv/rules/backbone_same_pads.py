@@ -27,6 +27,16 @@ def same_upper_pads(sizes: list[int], kernel: list[int], strides: list[int], dil
     return begins + ends
 
 
+def same_only_at(
+    pads: list[int], sizes: list[int], kernel: list[int], strides: list[int], dilations: list[int]
+) -> bool:
+    """Asymmetric pads of a strided layer that equal 'same' padding at these input sizes (and so
+    may mean fixed pads or 'same' padding: elsewhere the two differ)."""
+    n = len(sizes)
+    strided = any(s != 1 for s in strides)
+    return strided and pads[:n] != pads[n:] and pads == same_upper_pads(sizes, kernel, strides, dilations)
+
+
 class SamePads:
     ops = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
 
@@ -44,9 +54,7 @@ class SamePads:
         dilations = list(node.attrs.get("dilations") or [1] * n)
         if not all(isinstance(d, int) for d in sizes) or {len(kernel), len(strides), len(dilations)} != {n}:
             return None  # attributes of the wrong length: onnxruntime refuses the node itself
-        if all(s == 1 for s in strides):
-            return None
-        if pads[:n] == pads[n:] or pads != same_upper_pads(sizes, kernel, strides, dilations):
+        if not same_only_at(pads, sizes, kernel, strides, dilations):
             return None
         return BackboneFix(node_id(node), node.op, f"explicit pads {pads} -> auto_pad=SAME_UPPER", self, node)
 
