@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .graph import fresh_name
+
 log = logging.getLogger(__name__)
 
 _MIN_OPSET = 11  # Slice with inputs, Gemm without C, ReduceSum over everything
@@ -119,12 +121,7 @@ class _Names:
         self.used |= {o for n in graph.node for o in n.output}
 
     def fresh(self, base: str) -> str:
-        name, i = base, 0
-        while name in self.used:
-            i += 1
-            name = f"{base}_{i}"
-        self.used.add(name)
-        return name
+        return fresh_name(base, self.used)
 
 
 def _route(node: onnx.NodeProto, dims: list[int], names: _Names, graph: onnx.GraphProto) -> list[onnx.NodeProto]:

@@ -204,6 +204,15 @@ def node_id(node: gs.Node) -> str:
 # -- editing ------------------------------------------------------------------------------------
 
 
+def fresh_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base_1`, `base_2`, ... : the first not in `taken`, which it joins."""
+    name, i = base, 1
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    taken.add(name)
+    return name
+
+
 class Edit:
     """Edits of one graph: fresh names, new constants, variables and nodes."""
 
@@ -226,11 +235,7 @@ class Edit:
         return node
 
     def fresh(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.taken:
-            name, i = f"{base}_{i}", i + 1
-        self.taken.add(name)
-        return name
+        return fresh_name(base, self.taken)
 
     def constant(self, base: str, value: np.ndarray) -> gs.Constant:
         return gs.Constant(self.fresh(base), np.ascontiguousarray(value))

@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 from .fc import data_operand, is_candidate
 from .graph import ancestors, constant, node_id, node_label, producer, shape
 from .heads import HeadSearch, Skipped
-from .rules.base import Code
+from .rules.base import Code, axes_of
 
 # ops between the token read and the classifier that keep it one vector per image
 _PASS_THROUGH = frozenset(
@@ -66,10 +66,8 @@ def _token_read(node: gs.Node) -> TokenRead | None:
     if dims is None or len(dims) != 3:
         return None
     if node.op in _TOKEN_POOLS:
-        axes = node.attrs.get("axes")
-        axes = _ints(node, 1) if axes is None else list(axes)
         keep = int(node.attrs.get("keepdims", 1))
-        pooled = [a % 3 for a in axes or []] == [1] and not keep and dims[1] != 1  # one token pins nothing
+        pooled = axes_of(node, 3) == {1} and not keep and dims[1] != 1  # one token pins nothing
         return TokenRead(node, sequence, None) if pooled else None
     if node.op == "Gather":
         index = _ints(node, 1)
