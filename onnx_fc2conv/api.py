@@ -352,6 +352,7 @@ def convert_file(
         if options.verify:
             _require_runtime(str(input_path))
         raise
+    files.check_free_space(result.model, output_path)
     if options.verify:  # the original's weights are mapped from a temporary file, not held twice
         with mapped_load(lambda: files.load_model(input_path), "original") as original:
             result.verification = verify_conversion(original, result, options)

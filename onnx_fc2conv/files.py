@@ -238,6 +238,14 @@ def check_output_path(
         raise UsageError(f"{data}: the output's data file would overwrite the input; choose another output name")
 
 
+def check_free_space(model: onnx.ModelProto, output: str | os.PathLike[str]) -> None:
+    """Refuse, before verification's minutes, an output folder without room for the model."""
+    out = output_target(output)
+    needed, free = proto_size(model), shutil.disk_usage(out.parent).free
+    if needed > free:
+        raise UsageError(f"{out.parent}: {needed / 2**20:.0f} MiB needed, {free / 2**20:.0f} MiB free; nothing written")
+
+
 def save_model(
     model: onnx.ModelProto,
     output: str | os.PathLike[str],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -203,6 +204,16 @@ def _checker_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(onnx.checker, "check_model", boom)
 
 
+def _no_room(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The output folder has 1 KiB free: refused before verification runs."""
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 40, (1 << 40) - 1024, 1024))
+
+    def never(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("verification ran on an output that has no room")
+
+    monkeypatch.setattr(api, "_verify_models", never)
+
+
 def _interrupt_in_save(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(model, path, *args, **kwargs):  # type: ignore[no-untyped-def]
         Path(path).write_bytes(b"partial")
@@ -214,6 +225,7 @@ def _interrupt_in_save(monkeypatch: pytest.MonkeyPatch) -> None:
 FAILURES: dict[str, tuple[Callable[[pytest.MonkeyPatch], None], int, str]] = {
     "verification fails": (_perturb_during_verification, 1, "verification FAILED"),
     "disk full in save_model": (_disk_full_in_save, 2, "No space left on device"),
+    "no room for the output": (_no_room, 2, "MiB needed, 0 MiB free; nothing written"),
     "serializer error in save_model": (_runtime_error_in_save, 2, "simulated serializer failure"),
     "moving the model fails": (_model_move_fails, 2, "Input/output error"),
     "checker fails": (_checker_fails, 1, "fails the ONNX checker"),
