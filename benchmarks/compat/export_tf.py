@@ -18,15 +18,14 @@ from common import inputs, large_reference, run, save_reference, window_map
 
 
 def build(arch: Arch) -> tf.keras.Model:
-    factory = getattr(tf.keras.applications, arch.name)
-    return factory(
-        weights=None,
-        include_top=True,
-        classes=CLASSES,
-        input_shape=(*arch.size, 3),
-        classifier_activation=None,
-        **arch.kwargs,
-    )
+    """The application with its own top, or (`include_top=False` with a `pooling`) its pooled
+    backbone under a Dense head of our own."""
+    factory = getattr(tf.keras.applications, arch.factory)
+    if arch.kwargs.get("include_top", True):
+        top = {"include_top": True, "classes": CLASSES, "classifier_activation": None}
+        return factory(weights=None, input_shape=(*arch.size, 3), **top, **arch.kwargs)
+    base = factory(weights=None, input_shape=(*arch.size, 3), **arch.kwargs)
+    return tf.keras.Model(base.input, tf.keras.layers.Dense(CLASSES, name="head")(base.output))
 
 
 def randomize(model: tf.keras.Model, arch: Arch) -> None:
@@ -62,6 +61,18 @@ def at_size(model: tf.keras.Model, size: tuple[int, int]) -> tf.keras.Model:
     clone = tf.keras.models.clone_model(model, input_tensors=tf.keras.Input((*size, 3)))
     clone.set_weights(model.get_weights())
     return clone
+
+
+def plain_grouped_convs(model: tf.keras.Model) -> int:
+    """Keras runs a grouped convolution (`groups > 1`: ConvNeXt's depthwise 7x7, RegNet) through an
+    XLA-compiled function, since TensorFlow has no CPU kernel for it; tf2onnx keeps that call as a
+    PartitionedCall that no runtime loads. The layer's plain `convolution_op` traces to one Conv2D
+    that tf2onnx exports as a Conv with `group`. Only the traced graph changes; the framework's
+    reference outputs are computed before. Returns how many layers were switched."""
+    convs = [m for m in model.submodules if getattr(m, "groups", 1) > 1 and hasattr(m, "convolution_op")]
+    for layer in convs:
+        layer._jit_compiled_convolution_op = layer.convolution_op
+    return len(convs)
 
 
 def split(model: tf.keras.Model) -> tuple[tf.keras.Model, list]:
@@ -103,9 +114,14 @@ def export(arch: Arch, exporter: str, out: Path) -> dict:
 
     arrays.update(large_reference(arch, forward, windows))
     save_reference(out, arrays)
+    grouped = plain_grouped_convs(model)
     spec = (tf.TensorSpec((None, *arch.size, 3), tf.float32, name="input"),)
     tf2onnx.convert.from_keras(model, input_signature=spec, output_path=str(out / "model.onnx"))
-    return {"versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__}, "layout": "NHWC"}
+    return {
+        "versions": {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__},
+        "layout": "NHWC",
+        "grouped_convs_traced_plain": grouped,
+    }
 
 
 if __name__ == "__main__":
