@@ -21,6 +21,11 @@ class Arch:
     head: str = "global"
     kwargs: dict = field(default_factory=dict)
     note: str = ""
+    builder: str = ""  # the framework's factory, where `name` labels a variant of it
+
+    @property
+    def factory(self) -> str:
+        return self.builder or self.name
 
     @property
     def larger(self) -> tuple[int, int]:
@@ -79,6 +84,18 @@ TORCHVISION = _family(
         ("vit_b_16", 64, {"kwargs": {"image_size": 64}, "note": "class-token head, fixed token count"}),
         ("swin_t", 64),
         ("maxvit_t", 224, {"note": "window attention needs sizes divisible by 7 * 32"}),
+        ("resnet34", 64),
+        ("wide_resnet50_2", 64),
+        ("vgg16_bn", 224, {"head": "window"}),
+        ("densenet161", 64),
+        ("shufflenet_v2_x1_0", 64),
+        ("mnasnet1_0", 64),
+        ("efficientnet_b1", 64),
+        ("efficientnet_b3", 64),
+        ("regnet_y_800mf", 64),
+        ("regnet_x_1_6gf", 64),
+        ("swin_v2_t", 64),
+        ("vit_b_32", 64, {"kwargs": {"image_size": 64}, "note": "class-token head, fixed token count"}),
     ],
 )
 
@@ -128,6 +145,19 @@ TIMM = _family(
         ("levit_128s", 64, {"kwargs": {"img_size": 64}, "note": "attention biases for a fixed token count"}),
         ("mixer_b16_224", 64, {"kwargs": {"img_size": 64}, "note": "token-mixing MLP over a fixed token count"}),
         ("efficientnet_lite0", 64),
+        ("regnety_002", 64),
+        ("mobilenetv3_large_100", 64),
+        ("efficientnet_b2", 64),
+        ("tinynet_a", 64),
+        ("mnasnet_small", 64),
+        ("resnest14d", 64, {"note": "split attention (radix 2)"}),
+        ("skresnet18", 64, {"note": "selective kernel"}),
+        ("res2next50", 64),
+        ("gcresnet33ts", 64, {"note": "global context attention"}),
+        ("botnet26t_256", 64, {"kwargs": {"img_size": 64}, "note": "self-attention with position embeddings"}),
+        ("ghostnetv2_100", 64),
+        ("repvit_m0_9", 64),
+        ("mobilevitv2_050", 64),
     ],
 )
 
@@ -154,6 +184,20 @@ KERAS = _family(
         ("InceptionResNetV2", 96),
         ("MobileNetV3Large", 64),
         ("EfficientNetV2S", 64),
+        ("ResNet101V2", 64),
+        ("DenseNet201", 64),
+        ("EfficientNetB1", 64),
+        ("EfficientNetB3", 64),
+        ("EfficientNetV2B1", 64),
+        ("EfficientNetV2B3", 64),
+        ("MobileNetV3SmallMinimalistic", 64, {"builder": "MobileNetV3Small", "kwargs": {"minimalistic": True}}),
+        ("RegNetY002", 64),
+        ("ConvNeXtSmall", 64),
+        (
+            "ResNet50MaxPoolDense",
+            64,
+            {"builder": "ResNet50", "kwargs": {"include_top": False, "pooling": "max"}, "note": "own Dense head"},
+        ),
     ],
 )
 
@@ -179,6 +223,13 @@ PADDLE = _family(
         ("shufflenet_v2_x1_0", 64),
         ("wide_resnet50_2", 64),
         ("resnet101", 64),
+        ("mobilenet_v3_small_x0_5", 64, {"builder": "mobilenet_v3_small", "kwargs": {"scale": 0.5}}),
+        ("mobilenet_v1_x0_25", 64, {"builder": "mobilenet_v1", "kwargs": {"scale": 0.25}}),
+        ("shufflenet_v2_x2_0", 64),
+        ("resnet152", 64),
+        ("vgg19", 224, {"head": "window"}),
+        ("densenet161", 64),
+        ("squeezenet1_1", 64),
     ],
 )
 

@@ -20,7 +20,7 @@ OPSET = 13
 
 def build(arch: Arch) -> paddle.nn.Layer:
     paddle.seed(0)
-    model = getattr(paddle.vision.models, arch.name)(num_classes=CLASSES, **arch.kwargs)
+    model = getattr(paddle.vision.models, arch.factory)(num_classes=CLASSES, **arch.kwargs)
     randomize_norms(model, arch)
     return model
 

@@ -19,11 +19,11 @@ def build(arch: Arch) -> nn.Module:
     if arch.family == "timm":
         import timm
 
-        model = timm.create_model(arch.name, pretrained=False, num_classes=CLASSES, **arch.kwargs)
+        model = timm.create_model(arch.factory, pretrained=False, num_classes=CLASSES, **arch.kwargs)
     else:
         import torchvision
 
-        model = getattr(torchvision.models, arch.name)(weights=None, num_classes=CLASSES, **arch.kwargs)
+        model = getattr(torchvision.models, arch.factory)(weights=None, num_classes=CLASSES, **arch.kwargs)
     randomize_norms(model, arch)
     return model
 
