@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from builders import GraphBuilder, assert_close, backbone, big_input, convert, gemm, ops, run
 from click.testing import CliRunner
 from rule_support import backbone_refusals, refused
@@ -67,3 +68,37 @@ def test_backbone_refusal_via_cli_exits_3(tmp_path) -> None:
     assert "Resize 'resize'" in res.stderr and "Traceback" not in res.stderr
     assert not dst.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resize.onnx"]
+
+
+def _gate_model(size: tuple[int, int], computed: bool) -> onnx.ModelProto:
+    """GhostNetV2's attention gate: `x * sigmoid(interpolate(avg_pool2d(x, 2), size=x.shape[-2:]))`,
+    its sizes folded to the exported map (`computed`: batch and channels taken from Shape, the
+    spatial dims a constant, as TorchScript writes it). Same seeded weights at every `size`."""
+    g = GraphBuilder(opset=13)
+    x = backbone(g, g.input("input", [1, 3, *size]), 3, C)
+    feat = (size[0] - 1, size[1] - 1)  # the map x
+    gate = g.op("Sigmoid", [g.op("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2])])
+    if computed:
+        lead = g.op("Slice", [g.op("Shape", [gate]), g.const("start", np.array([0])), g.const("end", np.array([2]))])
+        sizes = g.op("Concat", [lead, g.const("hw", np.array(feat, np.int64))], axis=0)
+    else:
+        sizes = g.const("sizes", np.array([1, C, *feat], np.int64))
+    up = g.op("Resize", [gate, "", "", sizes], name="resize", mode="nearest", nearest_mode="floor")
+    pooled = g.op("Flatten", [g.op("GlobalAveragePool", [g.op("Mul", [x, up])])], axis=1)
+    g.output(gemm(g, pooled, C, M), shape=[1, M])
+    return g.build()
+
+
+@pytest.mark.parametrize("computed", [False, True])
+def test_resize_to_a_multiplied_operand_follows_its_shape(computed: bool) -> None:
+    """A ratio of 2 would run only where the map is even; the operand's shape runs everywhere and
+    equals the model built at that size (odd sizes: the pooled gate is one smaller than half)."""
+    result = convert(_gate_model((7, 5), computed))  # a 6 x 4 map
+    assert [(f.node, f.op) for f in result.backbone_fixes] == [("resize", "Resize")]
+    assert "now Shape(" in result.backbone_fixes[0].change
+    assert result.valid_sizes.step == (1, 1)
+    assert ops(result.model)[:6] == ["Conv", "Relu", "AveragePool", "Sigmoid", "Shape", "Resize"]
+    for size in ((8, 6), (10, 9)):
+        x = big_input((2, 3, *size))
+        expected = np.concatenate([run(_gate_model(size, computed), {"input": x[i : i + 1]})["output"] for i in (0, 1)])
+        assert_close(run(result.model, {"input": x})["output"].reshape(2, M), expected)

@@ -72,9 +72,9 @@ def round_trip_start(ctx: BackboneContext, tensor: gs.Tensor, target: list[int])
     return None
 
 
-def _expanded_against(graph: gs.Graph, node: gs.Node, target: list[int]) -> gs.Tensor | None:
-    """The other operand of a broadcasting op reading the Expand, of the expanded shape, if it
-    does not depend on the Expand itself (`y.expand_as(x)` -> x)."""
+def broadcast_partner(node: gs.Node, target: list[int]) -> gs.Tensor | None:
+    """The other operand of a broadcasting op reading the node's output, of shape `target`, if it
+    does not depend on the node itself (`y.expand_as(x)` -> x, `x * interpolate(g, x.shape[-2:])` -> x)."""
     out = node.outputs[0]
     for user in users(out):
         if user.op not in _BROADCASTING:
@@ -177,7 +177,7 @@ class OwnShapeExpand:
             return BackboneFix(
                 node_id(node), "Expand", f"target {target} is its input's own shape: Identity", self, node
             )
-        other = _expanded_against(ctx.graph, node, target)
+        other = broadcast_partner(node, target)
         if other is None:
             return None
         change = f"target {target} now Shape({other.name}), the operand it is expanded against"
