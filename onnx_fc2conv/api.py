@@ -16,6 +16,7 @@ from .batch import plan_batch
 from .batch_head import route_batches
 from .dense_prefix import dense_notices
 from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
+from .fixed_width import runs_as_is
 from .geometry import Geometry, output_geometry
 from .graph import Edit, import_graph, opset_version, shape, value_info_dims, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
@@ -217,8 +218,7 @@ def verify_conversion(
 
 def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:
     graph, search = _analyse(model, options)
-    # a head on a globally pooled vector runs at any size as it is; only --dense needs it rewritten
-    kept = [s for s in search.skipped if s.pooled and not options.dense]
+    kept, notices = runs_as_is(model, graph, search, options.dense)
     refused = [s for s in search.skipped if s not in kept]
     if refused:
         reasons = [f"{s.node}: {s.reason}" for s in refused]
@@ -228,7 +228,6 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     plan = plan_backbone(model, graph, search.heads)
     if plan.refusals:
         raise NotConvertibleError(plan.refusals[0].reason, [r.reason for r in plan.refusals])
-    notices = [f"head {s.node} stays on the pooled vector as it is: {s.reason}" for s in kept]
     output_names = [t.name for t in graph.outputs]
     edit = Edit(graph)
     for fix in plan.fixes:

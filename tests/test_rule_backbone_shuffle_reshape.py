@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from builders import GraphBuilder, assert_sliding, backbone, big_input, convert, gemm, ops
 from rule_support import backbone_refusals, refused
 
+from onnx_fc2conv.rules.backbone_base import resolves
 from onnx_fc2conv.rules.base import Code
 
 C, M = 4, 5
@@ -88,3 +90,20 @@ def test_group_norm_reshape_after_a_computed_pad_needs_nothing() -> None:
     assert result.valid_sizes.step == (1, 1)
     assert {c.check for c in result.verification.comparisons} == {"same size", "larger size"}
     assert ops(result.model)[-3:] == ["Reshape", "GlobalAveragePool", "Conv"]
+
+
+@pytest.mark.parametrize(
+    ("target", "in_shape", "fits"),
+    [
+        ([-1, 4], ("N", 6, 5, 4), True),  # Keras's Dense at every position: -1 takes the batch too
+        ([-1, 7], ("N", 6, 5, 4), False),  # 7 does not divide the known 120
+        ([0, -1], ("N", 6, 5, 4), True),
+        ([0, 120], ("N", 6, 5, 4), True),
+        ([0, 121], ("N", 6, 5, 4), False),
+        ([1, 120], ("N", 6, 5, 4), False),  # no 0 and no -1 for the symbolic batch
+        ([-1, 5, 4], (2, 6, 5, 4), True),
+        ([-1, 5, 4], None, False),
+    ],
+)
+def test_resolves_with_a_symbolic_batch(target: list[int], in_shape: tuple | None, fits: bool) -> None:
+    assert resolves(target, in_shape) is fits
