@@ -45,14 +45,15 @@ def test_channel_shuffle_reshape_made_size_agnostic() -> None:
 def test_reshape_baking_size_is_refused() -> None:
     g = GraphBuilder()
     feat = _image(g)  # [1, 4, 4, 3]
-    flat_hw = g.op("Reshape", [feat, g.const("t", np.array([1, 4, 12], np.int64))], name="bake")
+    # the spatial dims regrouped (4 x 3 as 2 x 6): no size but the exported one has such a split
+    flat_hw = g.op("Reshape", [feat, g.const("t", np.array([1, 4, 2, 6], np.int64))], name="bake")
     sm = g.op("Softmax", [flat_hw], axis=-1)
     back = g.op("Reshape", [sm, g.const("t2", np.array([1, 4, 4, 3], np.int64))], name="unbake")
     g.output(gemm(g, g.op("Flatten", [back], axis=1), 48, M))
     model = g.build()
     err = refused(model)
     assert err.reasons[0] == (
-        "Reshape 'bake' bakes the spatial size into its target shape [1, 4, 12]; the model cannot run at other sizes"
+        "Reshape 'bake' bakes the spatial size into its target shape [1, 4, 2, 6]; the model cannot run at other sizes"
     )
     assert str(err) == err.reasons[0]
     # the way back to [1, 4, 4, 3] is the end of a reshape round trip from the map: it follows
