@@ -7,6 +7,7 @@ Run in the tf venv: `python export_tf.py keras NAME tf2onnx OUTDIR`.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -63,6 +64,14 @@ def at_size(model: tf.keras.Model, size: tuple[int, int]) -> tf.keras.Model:
     return clone
 
 
+def rebuilt_at(model: tf.keras.Model, arch: Arch, size: tuple[int, int]) -> tf.keras.Model:
+    """The application built again at another size with the same weights: cloning keeps the input
+    shape of a nested model (ConvNeXt's stem), building again does not."""
+    clone = build(replace(arch, size=size))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def plain_grouped_convs(model: tf.keras.Model) -> int:
     """Keras runs a grouped convolution (`groups > 1`: ConvNeXt's depthwise 7x7, RegNet) through an
     XLA-compiled function, since TensorFlow has no CPU kernel for it; tf2onnx keeps that call as a
@@ -110,7 +119,7 @@ def export(arch: Arch, exporter: str, out: Path) -> dict:
         return window_map(feats, window, head_of(head), True)
 
     def forward() -> list[np.ndarray]:
-        return [at_size(model, arch.larger)(xl, training=False).numpy()]
+        return [rebuilt_at(model, arch, arch.larger)(xl, training=False).numpy()]
 
     arrays.update(large_reference(arch, forward, windows))
     save_reference(out, arrays)
