@@ -1,13 +1,17 @@
-"""FC layers whose width does not grow with the input run as they are.
+"""FC layers that do not depend on the input size run as they are.
 
-A candidate FC layer is refused when no flatten rule makes it a convolution. One whose activations
-keep their width at a larger input (shapes inferred with the image inputs grown, as the backbone
-rules see them, their fixes applied) reads no flattened map: Keras applies a Dense layer to every position of an NHWC
-map as `Reshape [N*H*W, C] -> MatMul -> Reshape [N, H, W, C']` (ConvNeXt's pointwise layers), a
-1 x 1 convolution in all but name, with its row count taken from `Shape` at run time. Such a layer
-runs at every size as it is, so it does not block the conversion; the verification at larger sizes
-runs the whole model. Where inference cannot tell the width at the larger size (a node before it
-pins the size), the refusal stands.
+A candidate FC layer is refused when no flatten rule makes it a convolution. Two kinds still run
+at every size as they are, so they do not block the conversion (the verification at larger sizes
+runs the whole model):
+
+- one that reads no graph input at all: a weight computed at run time from constants (Swin V2's
+  continuous position bias, an MLP on a fixed coordinate table);
+- one whose activations keep their width at a larger input (shapes inferred with the image inputs
+  grown, as the backbone rules see them, their fixes applied): Keras applies a Dense layer to
+  every position of an NHWC map as `Reshape [N*H*W, C] -> MatMul -> Reshape [N, H, W, C']`
+  (ConvNeXt's pointwise layers), a 1 x 1 convolution in all but name, with its row count taken
+  from `Shape` at run time. Where inference cannot tell the width at the larger size (a node
+  before it pins the size), the refusal stands.
 """
 
 from __future__ import annotations
@@ -17,25 +21,34 @@ import onnx_graphsurgeon as gs
 
 from .backbone import probe_shapes
 from .fc import data_operand, is_candidate
-from .graph import node_id, producer, shape
+from .graph import ancestors, node_id, producer, shape
 from .heads import HeadSearch, Skipped
 
 
 def runs_as_is(model: onnx.ModelProto, graph: gs.Graph, search: HeadSearch, dense: bool) -> tuple[list, list[str]]:
-    """The refused candidates that run at any size as they are, and a notice for each: a head on a
-    globally pooled vector (only --dense needs it rewritten) and an FC layer of fixed width."""
+    """The refused candidates that run at any size as they are, and the notices that say so: a head
+    on a globally pooled vector (only --dense needs it rewritten), an FC layer that reads no input
+    and one of fixed width."""
     kept = [s for s in search.skipped if s.pooled and not dense]
     notices = [f"head {s.node} stays on the pooled vector as it is: {s.reason}" for s in kept]
-    fixed = fixed_width(model, graph, search, [s for s in search.skipped if s not in kept])
+    nodes = {node_id(n): n for n in graph.nodes}
+    weights = [s for s in search.skipped if s not in kept and s.node in nodes and _reads_no_input(graph, nodes[s.node])]
+    if weights:
+        notices.append(f"FC layers that read no input compute weights at run time and stay as they are: "
+                       f"{_names(weights)}")  # fmt: skip
+    fixed = fixed_width(model, graph, search, [s for s in search.skipped if s not in kept + weights])
     if len(fixed) == 1:
         (first, width), *_ = fixed
         notices.append(f"FC layer {first.node} stays as it is: it reads {width} features per row at every input "
                        f"size ({first.reason})")  # fmt: skip
     elif fixed:
-        names = ", ".join(s.node for s, _ in fixed[:3]) + (", ..." if len(fixed) > 3 else "")
-        notices.append(f"{len(fixed)} FC layers stay as they are: each reads as many features per row at every "
-                       f"input size (a Dense layer at every position): {names}")  # fmt: skip
-    return kept + [s for s, _ in fixed], notices
+        notices.append(f"{len(fixed)} FC layers stay as they are: each reads as many features per row at every input "
+                       f"size (a Dense layer at every position): {_names([s for s, _ in fixed])}")  # fmt: skip
+    return kept + weights + [s for s, _ in fixed], notices
+
+
+def _names(skipped: list[Skipped]) -> str:
+    return ", ".join(s.node for s in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
 
 
 def fixed_width(model: onnx.ModelProto, graph: gs.Graph, search: HeadSearch, refused: list[Skipped]) -> list:
@@ -70,3 +83,12 @@ def _rows_of(node: gs.Node) -> gs.Tensor | None:
     if source.op == "Flatten" and source.attrs.get("axis", 1) % len(dims) != len(dims) - 1:
         return None
     return src if out[1] == dims[-1] else None
+
+
+def _reads_no_input(graph: gs.Graph, node: gs.Node) -> bool:
+    """An FC candidate computed from constants only (no graph input upstream of its data)."""
+    if not is_candidate(node):
+        return False
+    inputs = {id(t) for t in graph.inputs}
+    data = data_operand(node)
+    return id(data) not in inputs and not any(id(t) in inputs for n in ancestors([data]) for t in n.inputs)
