@@ -93,6 +93,7 @@ def relax_inputs(
     """Give image inputs (`layouts`) a symbolic batch and spatial dims; MLP inputs `[N, K]` become `[N, K, *S]`.
 
     A dim the original named itself keeps its name (relaxed_names); a fixed one gets `names`'.
+    A symbolic channel dim becomes the count the first Convs take (the only one the model runs at).
     A layout whose batch is None keeps its exported batch (something in the graph pins it).
     """
     relaxed: list[RelaxedInput] = []
@@ -113,6 +114,8 @@ def relax_inputs(
             new = list(old)
             for axis, dim_name in relaxed_names(old, configured).items():
                 new[axis] = dim_name
+            if not isinstance(old[layout.channel], int) and layout.channels is not None:
+                new[layout.channel] = layout.channels  # a symbolic channel dim the kernels pin
         else:
             continue
         set_value_info_dims(vi, new)

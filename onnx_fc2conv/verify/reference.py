@@ -188,6 +188,10 @@ class HeadsReference:
     def outputs(self) -> list[str]:
         return [o for h in self.heads for o in h.outputs]
 
+    def chunk(self, x: np.ndarray) -> int | None:
+        """The backbone, all of its dims free, runs the whole batch at once."""
+        return None
+
     def close(self) -> None:
         """Free the sessions (and their mapped weights); notes and outputs stay readable."""
         if self.backbone is not None:
@@ -246,6 +250,10 @@ class WholeModelReference:
         if note:
             self.notes.append(note)
         return dict(outs)
+
+    def chunk(self, x: np.ndarray) -> int | None:
+        """The images per run of the original at `x`, when it could not run them at once."""
+        return self.fixed_batch if self.fixed_batch not in (None, x.shape[0]) else None
 
     def keep(self, name: str, expected: np.ndarray, actual: np.ndarray) -> bool:
         """False (with a note) for an output the original pins to its exported shape."""
