@@ -72,7 +72,9 @@ class BackboneMaps:
         self.exported = {h.feature: h.feature_shape for h in heads}  # each map's (C, *S) as exported
         self.fixed_batch = fixed_batch  # the original's: its backbone runs by it, as at the same size
         self.chunks: dict[tuple[int, ...], int] = {}  # input shapes the original ran in chunks of this
-        self.sources = list(self.exported)
+        # a map the rewrite transposes to channel-first from a channel-last tensor: cut at that tensor
+        self.channel_last = {h.feature: h.channel_last_feature for h in heads if h.channel_last_feature}
+        self.sources = list(dict.fromkeys(self.channel_last.get(f, f) for f in self.exported))
         self.input_name = input_name
         self.converted = converted
         self.notes: list[str] = []
@@ -93,7 +95,15 @@ class BackboneMaps:
             part = cut(self.converted, types, inputs=[self.input_name], outputs=self.sources, size_free=True)
             self.fallback = session(part)
         maps, _ = run_batch(self.fallback, {self.input_name: x}, "the size-agnostic backbone")
-        return {s: maps[s] for s in self.sources}
+        return self._features(maps)
+
+    def _features(self, maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each head's map, channel-first."""
+        found = {}
+        for feature in self.exported:
+            value = maps[self.channel_last.get(feature, feature)]
+            found[feature] = np.moveaxis(value, -1, 1) if feature in self.channel_last else value
+        return found
 
     def _original_maps(self, x: np.ndarray) -> dict[str, np.ndarray] | str:
         """The original backbone's maps, or why they cannot serve as the reference."""
@@ -102,13 +112,14 @@ class BackboneMaps:
             maps, note = run_original(self.original, {self.input_name: x}, self.fixed_batch)
         except RunError as exc:
             return f"cannot run at larger sizes ({exc.reason})"
-        pinned = [s for s in self.sources if self._pinned(s, maps[s])]
+        features = self._features(maps)
+        pinned = [f for f in self.exported if self._pinned(f, features[f])]
         if pinned:
             return f"pins '{pinned[0]}' to its exported size {list(self.exported[pinned[0]][1:])} at larger inputs"
         if note:
             self.chunks[tuple(x.shape)] = self.fixed_batch or 1
             self.notes += [] if note in self.notes else [note]
-        return {s: maps[s] for s in self.sources}
+        return features
 
     def _pinned(self, source: str, value: np.ndarray) -> bool:
         spatial = self.exported[source][1:]
