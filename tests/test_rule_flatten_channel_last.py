@@ -114,3 +114,12 @@ def test_a_reshape_back_to_another_layout_is_refused() -> None:
         "['N', 4, 5] of Reshape 'merge': ReduceMean 'pool' before Gemm 'fc' is no global pool",
     )
     assert refused(model).exit_code == 3
+
+
+def test_a_constant_rows_target_on_a_symbolic_batch_fits_every_size() -> None:
+    """`Reshape [-1, C]` as a constant on `[N, H, W, C]`: the -1 takes batch and spatial dims alike,
+    whatever N is; it bakes nothing."""
+    model = _dense_on_map(merge_to=C)
+    result = onnx_fc2conv.convert(model)
+    assert result.verification.passed and not result.backbone_fixes
+    assert {c.check for c in result.verification.comparisons} >= {"same size", "larger size"}
