@@ -16,14 +16,15 @@ from .batch import plan_batch
 from .batch_head import route_batches
 from .dense_prefix import dense_notices
 from .errors import ModelLoadError, ModelRunError, NotConvertibleError, UsageError, VerificationError, one_line
-from .fixed_width import runs_as_is
 from .geometry import Geometry, output_geometry
 from .graph import Edit, import_graph, opset_version, shape, value_info_dims, write_back
 from .heads import Head, HeadSearch, Skipped, find_heads
 from .layout import image_layouts
 from .options import options_problem
 from .output_dims import name_outputs
+from .pinned_backbone import lead_with_pinned_backbone
 from .rewrite import LayerRewrite, rewrite_head
+from .runtime_weights import runs_as_is
 from .shapes import (
     DimNames,
     RelaxedInput,
@@ -144,7 +145,7 @@ def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph,
         raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
     graph = import_graph(model)
     search = find_heads(graph, opset_version(model), dense=options.dense, mlp_rank=options.mlp_spatial_rank)
-    return graph, tokens.summarize_token_heads(graph, search)
+    return graph, lead_with_pinned_backbone(model, graph, tokens.summarize_token_heads(graph, search))
 
 
 def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:
@@ -218,7 +219,7 @@ def verify_conversion(
 
 def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:
     graph, search = _analyse(model, options)
-    kept, notices = runs_as_is(model, graph, search, options.dense)
+    kept, notices = runs_as_is(graph, search, options.dense)
     refused = [s for s in search.skipped if s not in kept]
     if refused:
         reasons = [f"{s.node}: {s.reason}" for s in refused]

@@ -21,7 +21,7 @@ from .rules.base import Refusal
 from .shapes import infer_skeleton, skeleton, skeleton_at
 from .sizes import runs_at
 
-__all__ = ["BackboneFix", "BackbonePlan", "plan_backbone", "probe_shapes"]
+__all__ = ["BackboneFix", "BackbonePlan", "plan_backbone"]
 
 
 @dataclass
@@ -117,17 +117,6 @@ def _fixed_skeleton(model: onnx.ModelProto, graph: gs.Graph, fixes: list[Backbon
         fix.apply(edit)
     write_back(copy, skel)
     return skel
-
-
-def probe_shapes(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) -> dict[str, tuple]:
-    """Every inferable shape, by tensor name, with the traced image inputs grown (the probe size)
-    and the backbone fixes the heads' maps need applied; nothing when a backbone node pins the size
-    (a baked target would give what follows it its exported shape at the probe too)."""
-    plan = plan_backbone(model, graph, heads)
-    if plan.refusals:
-        return {}
-    fixes = plan.fixes
-    return _probe_shapes(_fixed_skeleton(model, graph, fixes) if fixes else model, _static_layouts(graph))
 
 
 def _static_layouts(graph: gs.Graph) -> list[tuple[InputLayout, tuple[int, ...]]]:

@@ -175,3 +175,82 @@ def test_runtime_reason_keeps_node_and_shapes() -> None:
         "Reshape node 'bake': The input tensor cannot be reshaped to the requested shape. "
         "Input shape:{1,3,5,5}, requested shape:{1,2,12,4,3}"
     )
+
+
+def _batch_dependent(eps: float) -> onnx.ModelProto:
+    """`_pooled([-1, C])` plus `eps * (mean over the batch - y)`: exact image by image, and at batch 2
+    off by `eps` times half the images' difference (the runtime's batch noise when small, a model
+    that mixes its images when not)."""
+    g = GraphBuilder(opset=18)
+    x = g.input("input", ["N", 3, 6, 5])
+    y = g.op("GlobalAveragePool", [backbone(g, x, 3, C)])
+    y = g.op("Reshape", [y, g.const("target", np.array([-1, C], np.int64))])
+    mixed = g.op("Sub", [g.op("ReduceMean", [y, g.const("batch_axis", np.array([0], np.int64))]), y])
+    g.output(g.op("Add", [y, g.op("Mul", [mixed, g.const("eps", np.array(eps, np.float32))])]))
+    return g.build()
+
+
+def _rows(report) -> list[tuple[str, int, bool]]:  # type: ignore[no-untyped-def]
+    return [(c.check, c.input_shape[2], c.passed) for c in report.comparisons]
+
+
+AT_9X7 = onnx_fc2conv.ConvertOptions(sizes=((9, 7),))
+SPLIT_NOTE = "at batch 2 the converted model is compared with the original on the same runs (image by image), and "
+
+
+def test_batch_noise_of_the_runtime_is_told_apart_from_the_rewrite() -> None:
+    """Against an original run image by image, a batch-2 error over the bound is split: the converted
+    model image by image against the original (the usual bound), and against itself on the whole
+    batch (10x the bound: the runtime sums a batch in another order). At the larger size too, where
+    the original (no FC layer) is the reference and runs image by image."""
+    original = _pooled([1, C])
+    converted = as_converted(_batch_dependent(4e-3))
+    report = onnx_fc2conv.verify(original, converted, AT_9X7)
+    assert report.passed, report
+    rows = [
+        ("same size", 6, True),
+        ("same size", 6, True),
+        ("batch", 6, True),
+        ("larger size", 9, True),
+        ("batch", 9, True),
+    ]
+    assert _rows(report) == rows
+    for rewrite, batch in (report.comparisons[1:3], report.comparisons[3:5]):
+        assert rewrite.max_abs == 0.0  # image by image the two models are the same
+        assert 0.1 < batch.ratio < 1  # over the usual bound, within 10x of it
+    assert any(n.startswith(SPLIT_NOTE) for n in report.notes)
+    # the same numbers against an original that runs the whole batch are not split: they fail
+    report = onnx_fc2conv.verify(_pooled([-1, C], batch="N"), converted, AT_9X7)
+    assert _rows(report) == [("same size", 6, True), ("same size", 6, False), ("larger size", 9, False)]
+    assert not any(n.startswith(SPLIT_NOTE) for n in report.notes)
+
+
+def test_a_model_that_mixes_its_images_fails_the_batch_row() -> None:
+    report = onnx_fc2conv.verify(_pooled([1, C]), as_converted(_batch_dependent(0.5)), AT_9X7)
+    assert not report.passed
+    rows = [
+        ("same size", 6, True),
+        ("same size", 6, True),
+        ("batch", 6, False),
+        ("larger size", 9, True),
+        ("batch", 9, False),
+    ]
+    assert _rows(report) == rows
+    assert min(c.ratio for c in report.failures) > 10
+    assert report.failure_line().startswith("verification FAILED: output 'output' (batch, input [2, 3, 6, 5]): ")
+
+
+def test_the_larger_size_reference_runs_a_fixed_batch_backbone_image_by_image() -> None:
+    """`Reshape [1, C, -1]` (tokens) bakes the exported batch but runs at batch 2, folding both images
+    into one sequence. The conversion makes it copy the batch; the reference at the larger sizes runs
+    the original backbone by its fixed batch, as at the same size, not both images at once."""
+    g = GraphBuilder(opset=18)
+    x = g.input("input", [1, 3, 6, 5])
+    t = g.op("Reshape", [backbone(g, x, 3, C), g.const("tokens", np.array([1, C, -1], np.int64))])
+    pooled = g.op("ReduceMean", [g.op("Sin", [t]), g.const("axes", np.array([2], np.int64))], keepdims=0)
+    g.output(gemm(g, pooled, C, M))
+    result = onnx_fc2conv.convert(g.build())
+    report = result.verification
+    assert report.passed, report
+    larger = [c for c in report.comparisons if c.check == "larger size"]
+    assert len(larger) == 2 and all(c.shape[0] == 2 and c.max_abs < 1e-5 for c in larger)

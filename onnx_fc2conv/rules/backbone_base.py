@@ -39,25 +39,19 @@ class BackboneContext:
 
 
 def resolves(dims: list[int], in_shape: tuple | None, allowzero: bool = False) -> bool:
-    """A Reshape target that fits an input of `in_shape` (0 copies a dim, -1 takes the rest).
-
-    A symbolic dim of the input (a batch left symbolic) fits when a 0 copies it, or when the -1
-    takes it: then the target fits if its known dims divide the input's known ones (Keras's
-    `[-1, C]` on `[N, H, W, C]`), whatever the symbol's value."""
-    if in_shape is None or dims.count(-1) > 1:
+    """A Reshape target that fits an input of `in_shape` (0 copies a dim, -1 takes the rest). A
+    symbolic batch (axis 0) is taken as 1: with a -1 the batch only scales what it takes, and
+    without one a target that fits pins the batch alone (batch.py judges that)."""
+    if in_shape and isinstance(in_shape[0], str):
+        in_shape = (1, *in_shape[1:])
+    if in_shape is None or not all(isinstance(d, int) for d in in_shape):
         return False
     dims = [in_shape[i] if d == 0 and not allowzero and i < len(in_shape) else d for i, d in enumerate(dims)]
-    symbols = [str(d) for d in in_shape if not isinstance(d, int)]
-    copied = [str(d) for d in dims if not isinstance(d, int)]
-    if any(copied.count(s) > symbols.count(s) for s in copied) or (
-        symbols and len(copied) < len(symbols) and -1 not in dims
-    ):
-        return False
     total, known = 1, 1
     for d in in_shape:
-        total *= d if isinstance(d, int) else 1
+        total *= d
     for d in dims:
-        known *= d if isinstance(d, int) and d != -1 else 1
-    if known <= 0:
+        known *= d if d != -1 else 1
+    if dims.count(-1) > 1 or known <= 0:
         return False
     return total % known == 0 if -1 in dims else total == known

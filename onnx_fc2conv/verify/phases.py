@@ -5,8 +5,9 @@
    output's `1 x 1` spatial dims are dropped.
 2. Batch: where the converted model's batch is symbolic, the same at batch 2, whatever the
    original's batch. Where the original's batch is fixed (or it cannot run two images at once),
-   its reference is the original run image by image, concatenated. A converted model that keeps
-   a fixed batch is verified at that batch only, and a note says so.
+   its reference is the original run image by image, concatenated; a failure there is split into
+   the rewrite and the runtime's batch noise (batch_noise.py). A converted model that keeps a
+   fixed batch is verified at that batch only, and a note says so.
 3. Dense mean: in dense mode, a linear head's map averaged over its cells equals the original's
    pooled output (at every batch above); a nonlinear one cannot, and a note says so.
 4. Larger sizes: at two larger, non-square sizes, batch 2 (or the fixed batch), the converted
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import onnx
@@ -32,12 +34,13 @@ import onnxruntime as ort
 from ..errors import one_line
 from ..heads import Head
 from ..shapes import check_graph
-from .compare import PhaseResult, Tolerance, VerificationReport, compare, failed
+from .batch_noise import split_batch_noise
+from .compare import Comparison, PhaseResult, Tolerance, VerificationReport, compare, failed
 from .declared import Declared
 from .inputs import Inputs, ModelInput, default_sizes, model_inputs, random_value
 from .quantized_units import output_units, unit_notes
 from .reference import HeadsReference, WholeModelReference, run_original
-from .sessions import RunError, mapped, run, session
+from .sessions import RunError, mapped, run, run_in_chunks, session
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,7 @@ class BatchRun:
     failure: str = ""  # one line: a model could not run
     notes: list[str] = field(default_factory=list)
     skipped: bool = False  # an input has unknown dims: nothing was run
+    chunk: int | None = None  # the original ran this many images at a time, not the whole batch
 
 
 def run_original_at(setup: Setup, orig_sess: ort.InferenceSession, batch: int) -> BatchRun:
@@ -117,14 +121,17 @@ def run_original_at(setup: Setup, orig_sess: ort.InferenceSession, batch: int) -
     try:
         result.expected, note = run_original(orig_sess, feeds, setup.plan.original_batch)
         result.notes += [note] if note else []
+        result.chunk = (setup.plan.original_batch or 1) if note else None
     except RunError as exc:
         result.failure = str(exc)
     return result
 
 
 def run_converted_at(setup: Setup, conv_sess: ort.InferenceSession, batch_run: BatchRun) -> None:
-    """The converted model on the inputs the original ran on (unless it could not)."""
-    feeds, batch_run.feeds = batch_run.feeds, {}
+    """The converted model on the inputs the original ran on (unless it could not). The inputs are
+    kept where the original ran in chunks: batch_noise.py may run the converted model so too."""
+    feeds = batch_run.feeds
+    batch_run.feeds = feeds if batch_run.chunk else {}
     if batch_run.skipped or batch_run.failure:
         return
     try:
@@ -169,7 +176,22 @@ def same_size(setup: Setup, batch_run: BatchRun) -> PhaseResult:
     return result
 
 
-def larger_batch(setup: Setup, later_runs: list[BatchRun]) -> PhaseResult:
+def same_size_in_chunks(setup: Setup, conv_sess: ort.InferenceSession, batch_run: BatchRun) -> PhaseResult:
+    """same_size(); where it fails against an original run in chunks, the failures are split into
+    the rewrite and the runtime's batch noise (batch_noise.py)."""
+    found = same_size(setup, batch_run)
+    feeds, batch_run.feeds = batch_run.feeds, {}
+    if batch_run.chunk and feeds:
+        feeds, chunk, tol = _converted_feeds(setup.plan.inputs, feeds), batch_run.chunk, setup.options.tolerance
+        run_chunks = partial(run_in_chunks, conv_sess, feeds, "the converted model", chunk)
+        found.comparisons, notes = split_batch_noise(
+            found.comparisons, batch_run.expected, batch_run.actual, run_chunks, chunk, tol, setup.units
+        )
+        found.notes += notes
+    return found
+
+
+def larger_batch(setup: Setup, conv_sess: ort.InferenceSession, later_runs: list[BatchRun]) -> PhaseResult:
     """The same-size comparisons at batch 2; a note when the converted model's batch is fixed."""
     fixed = setup.plan.fixed_batch
     if fixed is not None:
@@ -177,7 +199,7 @@ def larger_batch(setup: Setup, later_runs: list[BatchRun]) -> PhaseResult:
         return PhaseResult(notes=[note])
     result = PhaseResult()
     for batch_run in later_runs:
-        found = same_size(setup, batch_run)
+        found = same_size_in_chunks(setup, conv_sess, batch_run)
         result.comparisons += found.comparisons
         result.notes += found.notes
     return result
@@ -249,7 +271,7 @@ def larger_references(setup: Setup, exported: dict[str, tuple]) -> LargerSizes:
         return larger
     if setup.heads:
         reference: HeadsReference | WholeModelReference = HeadsReference(
-            setup.original, setup.converted, setup.heads, inp.name
+            setup.original, setup.converted, setup.heads, inp.name, setup.plan.original_batch
         )
     else:
         reference = WholeModelReference(setup.original, inp.name, exported, setup.plan.original_batch)
@@ -276,27 +298,25 @@ def larger_sizes(setup: Setup, conv_sess: ort.InferenceSession, larger: LargerSi
             result.comparisons += [failed("larger size", name, shape, str(exc)) for name in reference.outputs]
             continue
         claims = setup.declared.problems(actual, shape)
+        found: list[Comparison] = []
         for name, claim in claims.items():  # outputs without a reference hold to their declaration too
             if claim and name not in expected:
-                result.comparisons.append(failed("declared shape", name, shape, claim))
+                found.append(failed("declared shape", name, shape, claim))
         for name, exp in expected.items():
             claim = claims.get(name, "")
             if isinstance(exp, str) or claim:
-                result.comparisons.append(
-                    failed("declared shape" if claim else "larger size", name, shape, claim or exp)
-                )
+                found.append(failed("declared shape" if claim else "larger size", name, shape, claim or exp))
             elif reference.keep(name, exp, actual[name]):
-                result.comparisons.append(
-                    compare(
-                        actual[name],
-                        exp,
-                        tol,
-                        check="larger size",
-                        output=name,
-                        input_shape=shape,
-                        unit=units.get(name, 0.0),
-                    )
+                unit = units.get(name, 0.0)
+                found.append(
+                    compare(actual[name], exp, tol, check="larger size", output=name, input_shape=shape, unit=unit)
                 )
+        chunk = reference.chunk(x)
+        if chunk:  # the original ran in chunks: the runtime's batch noise is told apart
+            run_chunks = partial(run_in_chunks, conv_sess, {larger.input_name: x}, "the converted model", chunk)
+            found, notes = split_batch_noise(found, expected, actual, run_chunks, chunk, tol, units)
+            result.notes += notes
+        result.comparisons += found
     result.notes += reference.notes
     return result
 
@@ -335,7 +355,8 @@ def converted_phases(
     conv_sess = session(conv_model)
     for batch_run in runs:
         run_converted_at(setup, conv_sess, batch_run)
-    phases = [same_size(setup, runs[0]), larger_batch(setup, runs[1:]), dense_mean(setup, runs)]
+    first = same_size_in_chunks(setup, conv_sess, runs[0])
+    phases = [first, larger_batch(setup, conv_sess, runs[1:]), dense_mean(setup, runs)]
     runs.clear()  # the outputs are compared; a dense map can be large
     return [*phases, larger_sizes(setup, conv_sess, larger)]
 
