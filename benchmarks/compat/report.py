@@ -41,7 +41,7 @@ def cause_of(result: str, detail: list[str], layout: str = "") -> str:
             )
         if "not from a flattened feature map" in text:
             return "refused: an op between the pool/flatten and the FC layers"
-        if re.search(r"bakes|pins|cannot run at other sizes|fixed shape|runs only at its exported size", text):
+        if re.search(r"bakes|pins|(cannot run|from running) at other sizes|fixed shape|runs only at its", text):
             return "refused: a backbone node pins the size in the export (the export itself fails at the larger size)"
         return "refused: other"
     if first.startswith("exit 1"):
