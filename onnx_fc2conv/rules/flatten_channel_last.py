@@ -7,8 +7,9 @@ transA=0), `Reshape` back to `[N, H, W, K]` (the same leading dims), its bias an
 Row `(n*H + h)*W + w` of the `[N*H*W, C]` matrix is location `(n, h, w)`, so the round trip maps each
 location's channels alone: its output has the axes of its input (batch, spatial, channel), K
 channels instead of C. Elementwise ops and constants that broadcast along the last axis keep the
-axes too. A reduce over axes `1..r-2` of such a tensor is a global pool: the same values as a
-reduce over axes `2..` of its Transpose back to `[N, K, H, W]`, which the rewrite adds.
+axes too, and so does an elementwise op joining branches from one such tensor (a GELU). A reduce
+over axes `1..r-2` of such a tensor is a global pool: the same values as a reduce over axes `2..`
+of its Transpose back to `[N, K, H, W]`, which the rewrite adds.
 
 The round trip is judged on what it does: the first Reshape must keep the last axis and merge the
 others (its output is `[P, C]`), the weight must be `[C, K]` on that axis, and the second Reshape
@@ -78,10 +79,26 @@ def channel_last_map(tensor: gs.Tensor, rank: int) -> ChannelLast | None:
             continue
         data = _keeps_last_axis(node, rank)
         if data is None:
-            return None
+            joined = _joined(node, rank)
+            return None if joined is None else ChannelLast(joined.map, (*joined.through, node, *reversed(through)))
         through.append(node)
         tensor = data
     return None
+
+
+def _joined(node: gs.Node, rank: int) -> ChannelLast | None:
+    """An elementwise op of several tensors of its output's shape, each per-location layers on the
+    same channel-last map (tf2onnx's GELU: `x * 0.5 * (1 + erf(x / sqrt(2)))`, two branches from x):
+    a per-location layer on that map too."""
+    data = [t for t in node.inputs if t.name and constant_shape(t) is None]
+    out = shape(node.outputs[0]) if len(node.outputs) == 1 else None
+    if node.op not in _BROADCASTING or len(data) < 2 or out is None or any(shape(t) != out for t in data):
+        return None
+    found = [channel_last_map(t, rank) for t in data]
+    if any(f is None or f.map is not found[0].map for f in found):  # type: ignore[union-attr]
+        return None
+    through = {id(n): n for f in found for n in f.through}  # type: ignore[union-attr]
+    return ChannelLast(found[0].map, tuple(through.values()))  # type: ignore[union-attr]
 
 
 def tensordot_fc(node: gs.Node) -> bool:
