@@ -22,7 +22,7 @@ from .heads import Head, HeadSearch, Skipped, find_heads
 from .layout import image_layouts
 from .options import options_problem
 from .output_dims import name_outputs
-from .pinned_backbone import lead_with_pinned_backbone
+from .pinned_backbone import head_refusal
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
@@ -144,7 +144,7 @@ def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph,
         raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
     graph = import_graph(model)
     search = find_heads(graph, opset_version(model), dense=options.dense, mlp_rank=options.mlp_spatial_rank)
-    return graph, lead_with_pinned_backbone(model, graph, tokens.summarize_token_heads(graph, search))
+    return graph, tokens.summarize_token_heads(graph, search)
 
 
 def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:
@@ -222,10 +222,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     kept = [s for s in search.skipped if s.pooled and not options.dense]
     refused = [s for s in search.skipped if s not in kept]
     if refused:
-        reasons = [f"{s.node}: {s.reason}" for s in refused]
-        what = "no FC head" if not search.heads else f"{len(refused)} of {search.candidates} FC heads"
-        # the candidate nearest the outputs (the classifier, in a transformer) leads the message
-        raise NotConvertibleError(f"{what} can be rewritten exactly: {refused[-1].reason}", reasons)
+        raise head_refusal(model, graph, search, refused)
     plan = plan_backbone(model, graph, search.heads)
     if plan.refusals:
         raise NotConvertibleError(plan.refusals[0].reason, [r.reason for r in plan.refusals])

@@ -69,7 +69,7 @@ def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) ->
     for _ in range(_REPROBES):
         if not plan.fixes:
             break
-        probed = _probe_shapes(_fixed_skeleton(model, graph, plan.fixes), static)
+        probed = _probe_shapes(fixed_skeleton(model, graph, plan.fixes), static)
         again = _plan_pass(graph, BackboneContext(graph, spatial, probed.get, fed.__contains__, grows), region)
         if [f.node for f in again.fixes] == [f.node for f in plan.fixes]:
             return again
@@ -104,7 +104,7 @@ def _plan_pass(graph: gs.Graph, base: BackboneContext, region: set[int]) -> Back
     return plan
 
 
-def _fixed_skeleton(model: onnx.ModelProto, graph: gs.Graph, fixes: list[BackboneFix]) -> onnx.ModelProto:
+def fixed_skeleton(model: onnx.ModelProto, graph: gs.Graph, fixes: list[BackboneFix]) -> onnx.ModelProto:
     """The weight-free skeleton of `model` with `fixes` applied (to a graph of its own)."""
     skel = skeleton(model)
     copy = import_graph(skel)

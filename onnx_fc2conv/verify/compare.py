@@ -54,7 +54,7 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class Comparison:
-    check: str  # "same size" | "larger size" | "dense mean"
+    check: str  # "same size" | "larger size" | "dense mean" | "declared shape" | "independence" | "batch"
     output: str
     input_shape: tuple[int, ...]
     shape: tuple[int, ...]
@@ -99,7 +99,8 @@ def compare(
         diff = np.abs(actual.astype(np.int64) - expected.astype(np.int64))
         worst = float(diff.max())
         if unit > 0:  # quantized values: one unit of rounding, on a few elements
-            note = "quantized values differ" if worst > unit else _too_many_rounded(diff > 0)
+            images = int(input_shape[0]) if input_shape else 1
+            note = "quantized values differ" if worst > unit else _too_many_rounded(diff > 0, images)
             return result(worst, worst, not note, note, unit, worst / unit)
         equal = worst == 0
         return result(worst, worst, equal, "" if equal else "indices differ", 0.0, 0.0 if equal else math.inf)
@@ -124,20 +125,20 @@ def compare(
         if ratio > worst[0]:
             worst = (ratio, allowed, rel)
     ratio, allowed, rel = worst
-    note = _too_many_rounded(np.stack(rounded)) if unit > 0 and ratio <= 1.0 else ""
+    note = _too_many_rounded(np.stack(rounded), len(rounded)) if unit > 0 and ratio <= 1.0 else ""
     return result(max_abs, rel, ratio <= 1.0 and not note, note, allowed, ratio)
 
 
 # Rounding order moves a quantized value only where it lies on a rounding boundary: one element in
-# a hundred at the most (every golden measures none); a systematic unit off (a zero point, a bias
-# rounded twice) moves most of them.
+# a hundred at the most, or one an image (every golden measures none); a systematic unit off (a
+# zero point, a bias rounded twice) moves most of them.
 ROUNDED_SHARE = 0.01
 
 
-def _too_many_rounded(moved: np.ndarray) -> str:
+def _too_many_rounded(moved: np.ndarray, images: int) -> str:
     """Why the elements one unit away are too many to be rounding order, or ""."""
     count, total = int(np.count_nonzero(moved)), int(moved.size)
-    if count <= max(1, int(total * ROUNDED_SHARE)):
+    if count <= max(images, int(total * ROUNDED_SHARE)):
         return ""
     return f"{count} of {total} quantized values are one unit away: more than rounding order moves"
 
