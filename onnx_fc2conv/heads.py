@@ -170,6 +170,13 @@ def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int)
             )
         src = node.inputs[0]
         src_shape = shape(src) if static_tail(src) is not None else None
+        if src_shape is None and len(shape(src) or ()) >= 3:
+            raise Refusal(
+                Code.SYMBOLIC_SIZE,
+                f"{node_label(node)} before {label}: its input '{src.name}' has the symbolic size "
+                f"{list(shape(src) or ())[2:]} and {label} fits one: name the input size the model was exported "
+                "at (--exported-size HxW)",
+            )
         if src_shape is None:
             raise Refusal(
                 Code.UNKNOWN_SHAPE,
