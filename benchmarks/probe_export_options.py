@@ -118,7 +118,9 @@ def _torch_model(case: Case):
     class LeNet(nn.Module):
         def __init__(self, view: str) -> None:
             super().__init__()
-            self.view = view  # view: x.view(x.size(0), -1); flatten: torch.flatten; batch: n = x.size(0) first
+            # view: x.view(x.size(0), -1); flatten: torch.flatten; batch: n = x.size(0) first, then
+            # torch.flatten and reshape(n, -1)
+            self.view = view
             self.features = nn.Sequential(
                 nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2)
             )
