@@ -22,6 +22,7 @@ from .heads import Head, HeadSearch, Skipped, find_heads
 from .layout import image_layouts
 from .options import options_problem
 from .output_dims import name_outputs
+from .pinned_backbone import lead_with_pinned_backbone
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
@@ -147,7 +148,7 @@ def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph,
         raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
     graph = import_graph(model)
     search = find_heads(graph, opset_version(model), dense=options.dense, mlp_rank=options.mlp_spatial_rank)
-    return graph, tokens.summarize_token_heads(graph, search), notices
+    return graph, lead_with_pinned_backbone(model, graph, tokens.summarize_token_heads(graph, search)), notices
 
 
 def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:

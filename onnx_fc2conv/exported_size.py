@@ -13,10 +13,12 @@ rewrite and the original that verification runs all see the export as if it had 
 from __future__ import annotations
 
 import onnx
+import onnx_graphsurgeon as gs
 
 from .errors import UsageError
-from .graph import import_graph
+from .graph import import_graph, node_label, shape, static_tail
 from .layout import trace_layout
+from .rules.base import Code, Refusal
 
 
 def _text(size: tuple[int, ...]) -> str:
@@ -69,3 +71,17 @@ def pinned(model: onnx.ModelProto, size: tuple[int, ...] | None) -> onnx.ModelPr
     if size is not None:
         pin(model, size)
     return model
+
+
+def refuse_symbolic_map(flatten: gs.Node, fc_label: str) -> None:
+    """The refusal of a flatten whose input map has a symbolic size: the FC fits one, which only
+    the size the model was exported at tells."""
+    src = flatten.inputs[0]
+    dims = shape(src) or ()
+    if len(dims) >= 3 and static_tail(src) is None:
+        raise Refusal(
+            Code.SYMBOLIC_SIZE,
+            f"{node_label(flatten)} before {fc_label}: its input '{src.name}' has the symbolic size "
+            f"{list(dims[2:])} and {fc_label} fits one: name the input size the model was exported at "
+            "(--exported-size HxW)",
+        )

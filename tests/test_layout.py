@@ -260,3 +260,35 @@ def test_channels_rebuilt_by_a_concat_give_no_kernel_count() -> None:
     """The Conv's count is the Concat's, not necessarily the input's: nothing is pinned."""
     layout = trace_layout(import_graph(_channels_rebuilt("", "Unsqueeze({src}, axes)")).inputs[0])
     assert layout.channels is None
+
+
+def _keras_gap_layernorm_head() -> onnx.ModelProto:
+    """Keras' ConvNeXt classifier through tf2onnx: GlobalAveragePooling2D as a channel-last
+    `ReduceMean` over axes 1, 2, then LayerNormalization and Dense on the pooled vector."""
+    return _with_weights(
+        """
+        <ir_version: 8, opset_import: ["" : 18]>
+        g (float[N, 12, 10, 3] x) => (float[N, 4] y) {
+          t = Transpose<perm = [0, 3, 1, 2]>(x)
+          f = Conv<kernel_shape = [3, 3], strides = [2, 2]>(t, w)
+          r = Relu(f)
+          nhwc = Transpose<perm = [0, 2, 3, 1]>(r)
+          p = ReduceMean<keepdims = 0>(nhwc, axes)
+          n = LayerNormalization<axis = -1>(p, gamma, beta)
+          y = MatMul(n, fc)
+        }""",
+        w=RNG.standard_normal((5, 3, 3, 3)).astype(np.float32),
+        axes=np.array([1, 2], np.int64),
+        gamma=(RNG.random(5) + 0.5).astype(np.float32),
+        beta=RNG.standard_normal(5).astype(np.float32),
+        fc=RNG.standard_normal((5, 4)).astype(np.float32),
+    )
+
+
+def test_a_head_behind_a_channel_last_global_pool_stays_on_the_pooled_vector() -> None:
+    result = onnx_fc2conv.convert(_keras_gap_layernorm_head())
+    assert [r.new_shape for r in result.relaxed_inputs] == [("N", "height", "width", 3)]
+    assert len(result.notices) == 1 and result.notices[0].startswith("head ")
+    assert "stays on the pooled vector as it is" in result.notices[0]
+    assert {c.check for c in result.verification.comparisons} >= {"same size", "larger size"}
+    assert result.verification.passed
