@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import onnx_graphsurgeon as gs
 
-from . import dilate, exported_size, files, static_size, tokens
+from . import dilate, files, static_size, tokens
 from .backbone import BackboneFix, plan_backbone
 from .batch import plan_batch
 from .batch_head import route_batches
@@ -23,6 +23,7 @@ from .layout import image_layouts
 from .options import options_problem
 from .output_dims import name_outputs
 from .pinned_backbone import lead_with_pinned_backbone
+from .prepare import needs_preparing, prepare, prepared
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
@@ -139,9 +140,8 @@ def _load(source: ModelSource, *, copy: bool) -> onnx.ModelProto:
 
 
 def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph, HeadSearch, list[str]]:
-    """The heads of `model`, its symbolic spatial dims first pinned to options.exported_size (in place)."""
-    pinned = exported_size.pin(model, options.exported_size) if options.exported_size else None
-    notices = [pinned] if pinned else []
+    """The heads of `model`, prepared first in place (prepare.py); the notices of that."""
+    notices = prepare(model, options.exported_size)
     try:
         infer_shapes(model)
     except Exception as exc:  # shape inference reports malformed graphs in its own exception types
@@ -188,10 +188,8 @@ def convert(source: ModelSource, options: ConvertOptions | None = None) -> Conve
     options = options or ConvertOptions()
     original = source if isinstance(source, onnx.ModelProto) else None
     model = _load(source, copy=True)
-    if options.verify and (original is None or options.exported_size):  # the caller's model stays as it is
-        original = exported_size.pinned(
-            _load(model if original is None else original, copy=True), options.exported_size
-        )
+    if options.verify and (original is None or needs_preparing(original, options.exported_size)):  # theirs stays
+        original = prepared(_load(model if original is None else original, copy=True), options.exported_size)
     try:
         result = _convert_in_place(model, options)
     except NotConvertibleError:
@@ -354,9 +352,7 @@ def convert_file(
         raise
     files.check_free_space(result.model, output_path)
     if options.verify:  # the original's weights are mapped from a temporary file, not held twice
-        with mapped_load(
-            lambda: exported_size.pinned(files.load_model(input_path), options.exported_size), "original"
-        ) as original:
+        with mapped_load(lambda: prepared(files.load_model(input_path), options.exported_size), "original") as original:
             result.verification = verify_conversion(original, result, options)
     else:
         _check(result.model)  # verification runs the checker itself

@@ -65,14 +65,6 @@ def pin(model: onnx.ModelProto, size: tuple[int, ...]) -> str | None:
     return f"symbolic spatial dims read at the exported size {_text(size)}: {'; '.join(pinned)}"
 
 
-def pinned(model: onnx.ModelProto, size: tuple[int, ...] | None) -> onnx.ModelProto:
-    """`model` with its symbolic spatial dims pinned to `size` (in place), as the conversion read it;
-    unchanged without a size. Verification runs this original."""
-    if size is not None:
-        pin(model, size)
-    return model
-
-
 def refuse_symbolic_map(flatten: gs.Node, fc_label: str) -> None:
     """The refusal of a flatten whose input map has a symbolic size: the FC fits one, which only
     the size the model was exported at tells."""
