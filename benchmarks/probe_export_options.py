@@ -73,6 +73,8 @@ CASES = [
     *_torch("lenet_view", 32, "window", {**HW, **SIZED}, {"dynamo": "hw", **SIZED}, {**KIAI, **HW, **SIZED}),
     *_torch("lenet_flatten", 32, "window", {**HW, **SIZED}),
     *_torch("lenet_batch", 32, "window", {}, BATCH, {"dynamo": "batch"}),
+    *_torch("lenet_view", 32, "window", {"functions": True}, {"dynamo": "batch", "noopt": True}),
+    *_torch("resnet18", 64, "global", {"functions": True, **BATCH}, {"dynamo": "hw", "noopt": True}),
     *_torch("gap_view", 64, "global", HW, {"dynamo": "hw"}, {**KIAI, **BATCH, "opset": 11}),
     *[
         Case("tf", m, 64, "global", {"opset": o, **n})
@@ -162,6 +164,7 @@ def _torch_model(case: Case):
 
 def export_torch(case: Case, out: Path) -> dict:
     import torch
+    from torch import nn
 
     model = _torch_model(case)
     one, small, large = (torch.from_numpy(a) for a in _inputs(case, channels_last=False))
@@ -179,7 +182,8 @@ def export_torch(case: Case, out: Path) -> dict:
         shapes = {0: dim("batch", min=1, max=64)}
         if opts["dynamo"] == "hw":
             shapes.update({2: dim("height", min=case.size, max=1024), 3: dim("width", min=case.size, max=1024)})
-        torch.onnx.export(model, (small,), str(path), dynamo=True, dynamic_shapes=(shapes,))
+        optimize = not opts.get("noopt")
+        torch.onnx.export(model, (small,), str(path), dynamo=True, dynamic_shapes=(shapes,), optimize=optimize)
     else:
         axes = None
         if "dyn" in opts:
@@ -197,6 +201,7 @@ def export_torch(case: Case, out: Path) -> dict:
             do_constant_folding=not opts.get("nofold"),
             keep_initializers_as_inputs=bool(opts.get("kiai")),
             export_params=not opts.get("noparams"),
+            export_modules_as_functions={nn.Linear, nn.Conv2d} if opts.get("functions") else False,
         )
     return ref
 
