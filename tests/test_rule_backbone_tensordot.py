@@ -167,3 +167,40 @@ def test_the_way_back_names_itself_when_the_merge_follows_the_input() -> None:
     (node, code, reason) = backbone_refusals(model)[0]
     assert (node, code) == ("restore", Code.TENSORDOT_LAYOUT)
     assert reason.startswith(f"Reshape 'restore' bakes the spatial size into its target shape [1, {ROWS}, 1, {K}]")
+
+
+def _pointwise_mlp(fixed: bool) -> onnx.ModelProto:
+    """ConvNeXt's pointwise MLP as tf2onnx writes it: Tensordot to 2C -> GELU (`0.5x * (1 + erf(x/√2))`,
+    whose last Mul reads two tensors) -> Tensordot back to C -> channel-first -> ReduceMean -> Gemm 'fc'."""
+    g = GraphBuilder()
+    image = g.input("input", [1, 3, 5, 6] if fixed else ["N", 3, "h", "w"])
+    x = g.op("Transpose", [backbone(g, image, 3, C)], perm=[0, 2, 3, 1])
+    for i, (c_in, c_out) in enumerate([(C, 2 * C), (2 * C, C)]):
+        if fixed:
+            rows_target, back_target = _ints(g, "rows", [ROWS, c_in]), _ints(g, "back", [1, H, W, c_out])
+        else:
+            rows_target = _ints(g, "rows", [-1, c_in])
+            back_target = g.op("Concat", [_from_shape(g, x, 0, 3), _ints(g, "k", [c_out])], axis=0)
+        rows = g.op("Reshape", [x, rows_target], name=f"merge{i}")
+        dot = g.op("MatMul", [rows, g.const("w_dot", g.rand((c_in, c_out)))])
+        x = g.op("Add", [g.op("Reshape", [dot, back_target], name=f"restore{i}"), g.const("b", g.rand((c_out,)))])
+        if i == 0:
+            half = g.op("Mul", [x, g.const("half", np.array(0.5, np.float32))])
+            erf = g.op("Erf", [g.op("Mul", [x, g.const("scale", np.array(0.70710677, np.float32))])])
+            x = g.op("Mul", [half, g.op("Add", [erf, g.const("one", np.array(1.0, np.float32))])])
+    back = g.op("Transpose", [x], perm=[0, 3, 1, 2])  # tf2onnx moves the residual Add to channel-first
+    pooled = g.op("ReduceMean", [back], axes=[2, 3], keepdims=0)
+    g.output(gemm(g, pooled, C, M, name="fc"))
+    return g.build()
+
+
+def test_two_tensordots_around_a_gelu_stay_in_the_backbone() -> None:
+    """The second Tensordot reads the GELU, whose last Mul has two data inputs: it is still a layer of
+    the backbone (no head candidate), and all four targets follow the input."""
+    model = _pointwise_mlp(fixed=True)
+    result = onnx_fc2conv.convert(model)
+    assert result.verification.passed and len(result.heads) == 1
+    assert [f.node for f in result.backbone_fixes] == ["merge0", "restore0", "merge1", "restore1"]
+    oracle = _pointwise_mlp(fixed=False)
+    for shape in [(2, 3, 5, 6), (2, 3, 9, 7)]:
+        _equals_oracle(result.model, oracle, shape)

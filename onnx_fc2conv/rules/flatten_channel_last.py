@@ -98,9 +98,52 @@ def tensordot_fc(node: gs.Node) -> bool:
         dot = tensordot(found[0]) if len(found) == 1 else None
         if dot is None or dot.fc is not node:
             return False
-        return channel_last_map(dot.source, len(shape(dot.source) or ())) is not None
+        rank = len(shape(dot.source) or ())
+        return channel_last_map(dot.source, rank) is not None or _per_location_of_channel_last(dot.source, rank)
     except Refusal:
         return False
+
+
+_MAX_NODES = 256
+
+
+def _per_location_of_channel_last(tensor: gs.Tensor, rank: int) -> bool:
+    """Every path up from `tensor` (rank 4+) passes per-location layers only (elementwise ops of
+    tensors of its shape, such as GELU's `x * (1 + erf(x))`, Tensordots) to a channel-last Transpose."""
+    if rank < 4:
+        return False  # a token sequence stays a candidate
+    stack, seen = [tensor], set()
+    while stack:
+        node = producer(stack.pop())
+        if node is None or len(seen) > _MAX_NODES:
+            return False
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op == "Transpose" and tuple(node.attrs.get("perm", ())) == channel_last_perm(rank):
+            continue
+        dot = tensordot(node)
+        data = [dot.source] if dot is not None else _per_location_inputs(node, rank)
+        if not data:
+            return False
+        stack.extend(data)
+    return True
+
+
+def _per_location_inputs(node: gs.Node, rank: int) -> list[gs.Tensor]:
+    """The data inputs of an elementwise op whose data inputs all have its output's shape and whose
+    constants broadcast along the last axis only (none: another op)."""
+    data = [t for t in node.inputs if t.name and constant_shape(t) is None]
+    out = shape(node.outputs[0]) if len(node.outputs) == 1 else None
+    if not data or out is None or any(shape(t) != out for t in data):
+        return []
+    if node.op not in Elementwise.ops and node.op not in _BROADCASTING:
+        return []
+    for t in node.inputs:
+        dims = constant_shape(t) if t.name else None
+        if dims is not None and (len(dims) > rank or any(d != 1 for d in ((1,) * (rank - len(dims)) + dims)[:-1])):
+            return []
+    return data
 
 
 def channel_first(graph: gs.Graph, tensor: gs.Tensor) -> gs.Variable:
