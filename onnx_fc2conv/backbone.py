@@ -62,7 +62,7 @@ def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) ->
     static = _static_layouts(graph)
     fed = _input_fed(graph)
     grows = _grows(model, static)
-    region = {id(n) for n in ancestors(h.flatten.feature for h in heads)} if heads else {id(n) for n in graph.nodes}
+    region = {id(n) for n in ancestors(_maps(heads))} if heads else {id(n) for n in graph.nodes}
     plan = _plan_pass(
         graph, BackboneContext(graph, spatial, _probe_shapes(model, static).get, fed.__contains__, grows), region
     )
@@ -75,6 +75,12 @@ def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) ->
             return again
         plan = again
     return plan
+
+
+def _maps(heads: list[Head]) -> list[gs.Tensor]:
+    """The tensors the heads read; a map transposed back from channel-last has no producer until the
+    rewrite, so its channel-last source stands for it."""
+    return [t for h in heads for t in (h.flatten.feature, h.flatten.channel_last) if t is not None]
 
 
 _REPROBES = 16  # each pass can show what a fix hid (a chain of Reshapes); two or three are usual
