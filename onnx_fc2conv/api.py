@@ -21,6 +21,7 @@ from .graph import Edit, import_graph, opset_version, shape, value_info_dims, wr
 from .heads import Head, HeadSearch, Skipped, find_heads
 from .layout import image_layouts
 from .options import options_problem
+from .ort_fused import unfuse
 from .output_dims import name_outputs
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
@@ -136,21 +137,22 @@ def _load(source: ModelSource, *, copy: bool) -> onnx.ModelProto:
     return files.load_model(source)
 
 
-def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph, HeadSearch]:
+def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph, HeadSearch, list[str]]:
+    unfused = unfuse(model, opset_version(model))  # onnxruntime's FusedConv/FusedGemm as standard ops
     try:
         infer_shapes(model)
     except Exception as exc:  # shape inference reports malformed graphs in its own exception types
         raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
     graph = import_graph(model)
     search = find_heads(graph, opset_version(model), dense=options.dense, mlp_rank=options.mlp_spatial_rank)
-    return graph, tokens.summarize_token_heads(graph, search)
+    return graph, tokens.summarize_token_heads(graph, search), unfused
 
 
 def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:
     """What convert() would do, without changing anything."""
     options = options or ConvertOptions()
     model = _load(source, copy=True)
-    graph, search = _analyse(model, options)
+    graph, search, _ = _analyse(model, options)
     plan = plan_backbone(model, graph, search.heads)
     inputs = {t.name: shape(t) or () for t in graph.inputs}
     geometry: dict[str, Geometry | str] = {}
@@ -216,7 +218,7 @@ def verify_conversion(
 
 
 def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:
-    graph, search = _analyse(model, options)
+    graph, search, unfused = _analyse(model, options)
     # a head on a globally pooled vector runs at any size as it is; only --dense needs it rewritten
     kept = [s for s in search.skipped if s.pooled and not options.dense]
     refused = [s for s in search.skipped if s not in kept]
@@ -228,7 +230,7 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
     plan = plan_backbone(model, graph, search.heads)
     if plan.refusals:
         raise NotConvertibleError(plan.refusals[0].reason, [r.reason for r in plan.refusals])
-    notices = [f"head {s.node} stays on the pooled vector as it is: {s.reason}" for s in kept]
+    notices = unfused + [f"head {s.node} stays on the pooled vector as it is: {s.reason}" for s in kept]
     output_names = [t.name for t in graph.outputs]
     edit = Edit(graph)
     for fix in plan.fixes:
@@ -303,7 +305,7 @@ def verify(original: ModelSource, converted: ModelSource, options: ConvertOption
     conv = _load(converted, copy=False)
     _require_a_conversion_of(orig, conv)
     dense = options.dense or model_mode(conv) == "dense"
-    _, search = _analyse(orig, ConvertOptions(dense=dense))
+    _, search, _ = _analyse(orig, ConvertOptions(dense=dense))
     if search.skipped:
         raise NotConvertibleError(search.skipped[0].reason, [s.reason for s in search.skipped])
     dilation = dilate.recorded(conv)  # a denser map is checked against shifted runs of the original
