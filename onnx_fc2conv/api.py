@@ -23,6 +23,7 @@ from .layout import image_layouts
 from .options import options_problem
 from .ort_fused import unfuse
 from .output_dims import name_outputs
+from .pinned_backbone import lead_with_pinned_backbone
 from .rewrite import LayerRewrite, rewrite_head
 from .shapes import (
     DimNames,
@@ -145,7 +146,7 @@ def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph,
         raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
     graph = import_graph(model)
     search = find_heads(graph, opset_version(model), dense=options.dense, mlp_rank=options.mlp_spatial_rank)
-    return graph, tokens.summarize_token_heads(graph, search), unfused
+    return graph, lead_with_pinned_backbone(model, graph, tokens.summarize_token_heads(graph, search)), unfused
 
 
 def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:
@@ -158,10 +159,8 @@ def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspe
     geometry: dict[str, Geometry | str] = {}
     if not search.skipped and not plan.refusals:
         geometry = _convert_in_place(model, replace(options, verify=False)).geometry
-    opset = opset_version(model)
-    return Inspection(
-        search.heads, search.skipped, search.candidates, plan.fixes, plan.refusals, inputs, opset, geometry
-    )
+    found = (search.heads, search.skipped, search.candidates, plan.fixes, plan.refusals, inputs)
+    return Inspection(*found, opset_version(model), geometry)
 
 
 def window_geometry(source: ModelSource, options: ConvertOptions | None = None) -> dict[str, Geometry | str]:

@@ -31,8 +31,9 @@ import onnx_graphsurgeon as gs
 
 from .fc import FcLayer
 from .graph import Edit, constant, constant_shape, is_output, node_label, producer, shape, sole_user, static_tail
-from .rules.base import axes_of
+from .rules.base import Refusal, axes_of
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
+from .rules.flatten_channel_last import channel_last_map
 from .rules.flatten_pool import GLOBAL_POOLS, LINEAR_POOLS
 from .rules.flatten_reduce import SPATIAL_REDUCES
 from .rules.tail_elementwise import LINEAR, Elementwise
@@ -235,8 +236,18 @@ def behind_global_pool(data: gs.Tensor) -> bool:
 
 
 def _pools_all_spatial(node: gs.Node) -> bool:
+    """Over every spatial axis of an image map (not a LayerNorm over tokens): axes 2.., or 1..-2
+    of a map read channel-last (tf2onnx's Keras GlobalAveragePooling2D)."""
     rank = len(shape(node.inputs[0]) or ())
-    return rank >= 4 and (axes_of(node, rank) or set()) >= set(range(2, rank))  # not a LayerNorm over tokens
+    if rank < 4:
+        return False
+    axes = axes_of(node, rank) or set()
+    if axes >= set(range(2, rank)):
+        return True
+    try:
+        return axes >= set(range(1, rank - 1)) and channel_last_map(node.inputs[0], rank) is not None
+    except Refusal:  # channel-last through a Tensordot that is not pointwise: no image map
+        return False
 
 
 # -- dense mode ----------------------------------------------------------------------------------------

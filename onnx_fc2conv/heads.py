@@ -33,6 +33,7 @@ from .quantized import QDQ_OPS, refuse_inexact_quantization, refused_quantized_n
 from .rules import FLATTEN_RULES, tail_rules_for
 from .rules.base import Code, Refusal, TailOp, TailWalk
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
+from .rules.flatten_channel_last import channel_first, tensordot_fc
 from .rules.flatten_mlp import match_input
 from .rules.flatten_nhwc import absorb
 from .rules.flatten_pool import match_pool
@@ -81,6 +82,13 @@ class Head:
     @property
     def feature_shape(self) -> tuple[int, ...]:
         return self.flatten.feature_shape
+
+    @property
+    def channel_last_feature(self) -> str | None:
+        """The channel-last tensor the rewrite transposes into the map the first Conv reads (dense
+        mode behind a Tensordot: that map is new)."""
+        last, flat = self.flatten.channel_last, self.flatten
+        return last.name if last is not None and flat.feature is flat.reduce_source else None
 
     @property
     def ref_input(self) -> str:
@@ -217,14 +225,22 @@ def _flatten_match(
 ) -> FlattenMatch:
     rank = len(src_shape)
     if node.op in SPATIAL_REDUCES:  # the pool is the flatten
-        source = channel_last_source(node, rank)
-        if source is not None:
-            src, ops = source, ("Transpose", *ops)
+        found, source, channel_last = channel_last_source(node, rank), None, None
+        if found is not None and not found.through:
+            src = source = found.map
+        elif found is not None:  # through per-location layers: their output, transposed back
+            channel_last = src
+            src = source = channel_first(graph, channel_last)
+        if found is not None:
+            ops = ("Transpose", *(n.op for n in found.through), *ops)
         src_dims = static_tail(src)
         assert src_dims is not None
         pool = Pool(node, src, src_dims)
         feature_shape = (src_dims[0], *([1] * (rank - 2)))
-        return FlattenMatch(rule.kind, ops, node, data, feature_shape, keepdims=node, pool=pool, reduce_source=source)
+        return FlattenMatch(
+            rule.kind, ops, node, data, feature_shape, keepdims=node, pool=pool, reduce_source=source,
+            channel_last=channel_last,
+        )  # fmt: skip
     kind, feature, perm = rule.kind, src, None
     absorbed = absorb(graph, node, src, src_shape, label)
     if absorbed is not None:
@@ -319,8 +335,8 @@ def find_heads(graph: gs.Graph, opset: int, *, dense: bool = False, mlp_rank: in
     claimed: set[int] = set()
     for node in list(graph.nodes):
         conv_head = conv_classifier(graph, node) if dense and id(node) not in claimed else None
-        if id(node) in claimed or not (conv_head or is_candidate(node)):
-            continue
+        if id(node) in claimed or not (conv_head or is_candidate(node)) or tensordot_fc(node):
+            continue  # a Tensordot's FC maps each location of the map alone: backbone, no head
         search.candidates += 1
         claimed.add(id(node))
         data = data_operand(node)

@@ -9,7 +9,7 @@ there must agree; an input no path traces is refused by name. Axes are never cho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import onnx_graphsurgeon as gs
@@ -41,19 +41,38 @@ class InputLayout:
     batch: int | None  # None: the batch stays as exported (a node pins it)
     channel: int
     spatial: tuple[int, ...]
+    channels: int | None = None  # the count the first Convs' kernels take (a symbolic channel dim gets it)
 
 
 def trace_layout(tensor: gs.Tensor) -> InputLayout | None:
     """The input's layout, or None when no path reaches a Conv or pool, or paths disagree."""
-    found, _ = _trace(tensor)
+    reached: list[gs.Node] = []
+    found, _ = _trace(tensor, reached)
     if len(found) != 1:
         return None
-    return _layout(tensor.name, found.pop())
+    layout = _layout(tensor.name, found.pop())
+    return replace(layout, channels=_kernel_channels(tensor, reached)) if layout is not None else None
 
 
-def _trace(tensor: gs.Tensor) -> tuple[set[tuple[int, ...]], list[gs.Node]]:
-    """The axis orders the input's data reaches a Conv or pool in, and the nodes the trace
-    could not follow it through."""
+def _kernel_channels(tensor: gs.Tensor, reached: list[gs.Node]) -> int | None:
+    """The input channels every Conv the input reaches takes (kernel dim 1 times groups), where no
+    path there selects, concatenates or pads (the count would not be the input's); else None."""
+    counts = set()
+    for node in reached:
+        kernel = shape(node.inputs[3 if node.op == "QLinearConv" else 1]) if node.op in _KERNEL_OPS else None
+        path = ancestors(node.inputs[:1], stop=[tensor])
+        if not kernel or not isinstance(kernel[1], int) or any(n.op in _SELECT or n.op == "Pad" for n in path):
+            return None
+        counts.add(kernel[1] * int(node.attrs.get("group", 1)))
+    return counts.pop() if len(counts) == 1 else None
+
+
+_KERNEL_OPS = frozenset({"Conv", "QLinearConv"})
+
+
+def _trace(tensor: gs.Tensor, reached: list[gs.Node] | None = None) -> tuple[set[tuple[int, ...]], list[gs.Node]]:
+    """The axis orders the input's data reaches a Conv or pool in (the nodes into `reached`), and
+    the nodes the trace could not follow it through."""
     found: set[tuple[int, ...]] = set()
     stops: list[gs.Node] = []
     stack: list[tuple[gs.Tensor, tuple[int, ...]]] = [(tensor, tuple(range(len(shape(tensor) or ()))))]
@@ -68,6 +87,8 @@ def _trace(tensor: gs.Tensor) -> tuple[set[tuple[int, ...]], list[gs.Node]]:
             passed = len(stack)
             if node.op in _MEANING and node.inputs[0] is current:
                 found.add(order)
+                if reached is not None:
+                    reached.append(node)
                 continue
             elif node.op in _KEEP and _data_input(node, current):
                 stack.extend((out, order) for out in node.outputs[:1])

@@ -24,6 +24,7 @@ from .graph import Edit, constant, constant_source, reshape_in_place, shape
 from .heads import Head
 from .quantized import kernel_after_dequantize, kernel_behind_dequantize, value_shape
 from .quantized_qoperator import INTEGER_FC_OPS, integer_conv
+from .rules.flatten_channel_last import channel_first_perm
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,12 @@ def bias_from_constant(value: np.ndarray, beta: float, out_features: int) -> np.
 
 def rewrite_head(edit: Edit, head: Head) -> list[LayerRewrite]:
     """Replace one head's FC layers with Conv nodes and rewrite its tail ops by their rules."""
+    if head.flatten.channel_last is not None and head.pool is not None:  # the map, channel-first again
+        perm = channel_first_perm(len(shape(head.flatten.channel_last) or ()))
+        at = head.pool.node
+        edit.add_node(
+            "Transpose", f"{at.name}_channel_first", [head.flatten.channel_last], [head.pool.source], at=at, perm=perm
+        )
     reduce = head.flatten.keepdims
     if reduce is not None:
         reduce.attrs["keepdims"] = 1

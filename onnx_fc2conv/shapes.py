@@ -93,9 +93,13 @@ def relax_inputs(
     """Give image inputs (`layouts`) a symbolic batch and spatial dims; MLP inputs `[N, K]` become `[N, K, *S]`.
 
     A dim the original named itself keeps its name (relaxed_names); a fixed one gets `names`'.
+    A symbolic channel dim becomes the count the first Convs take (the only one the model runs at).
+    Image inputs exported at different sizes get different names (`height`, `height_2`): one name
+    would declare them equal.
     A layout whose batch is None keeps its exported batch (something in the graph pins it).
     """
     relaxed: list[RelaxedInput] = []
+    sizes: dict[tuple, int] = {}  # exported spatial dims -> group: images of another size get other names
     for vi in model.graph.input:
         if not vi.type.HasField("tensor_type"):
             continue
@@ -107,12 +111,16 @@ def relax_inputs(
             batch, spatial = 0, tuple(range(2, 2 + rank))
         elif layout is not None:
             batch, spatial = layout.batch, layout.spatial
-            configured = dict(zip(spatial, names.spatial(len(spatial)), strict=True))
+            group = sizes.setdefault(tuple(old[a] for a in spatial), len(sizes) + 1)
+            spatial_names = [n if group == 1 else f"{n}_{group}" for n in names.spatial(len(spatial))]
+            configured = dict(zip(spatial, spatial_names, strict=True))
             if batch is not None:
                 configured[batch] = names.batch
             new = list(old)
             for axis, dim_name in relaxed_names(old, configured).items():
                 new[axis] = dim_name
+            if not isinstance(old[layout.channel], int) and layout.channels is not None:
+                new[layout.channel] = layout.channels  # a symbolic channel dim the kernels pin
         else:
             continue
         set_value_info_dims(vi, new)

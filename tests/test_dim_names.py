@@ -296,3 +296,26 @@ def test_by_position_a_rank_2_head_output_has_no_spatial_dims() -> None:
     set_value_info_dims(model.graph.output[0], [None, None, None, None])
     name_outputs(model, relaxed, DimNames(), {"output": ("N", 10)}, {"output": 2})
     assert dims(model.graph.output[0]) == ["N", None, "out_height", "out_width"]
+
+
+def _two_images(second: tuple[int, int]) -> onnx.ModelProto:
+    """Two image inputs, `a` [1, 3, 6, 5] and `b` [1, 3, *second], each pooled, concatenated, classified."""
+    g = GraphBuilder(opset=17)
+    pooled = [
+        g.op("Flatten", [g.op("GlobalAveragePool", [backbone(g, g.input(name, [1, 3, *size]), 3, 4)])])
+        for name, size in (("a", (6, 5)), ("b", second))
+    ]
+    g.output(gemm(g, g.op("Concat", pooled, axis=1), 8, M))
+    return g.build()
+
+
+def test_images_of_different_sizes_get_names_of_their_own() -> None:
+    """One name would declare the two sizes equal, which the exported sizes already contradict."""
+    result = onnx_fc2conv.convert(_two_images((9, 7)))
+    assert result.verification.passed
+    assert [r.new_shape for r in result.relaxed_inputs] == [
+        ("batch", 3, "height", "width"),
+        ("batch", 3, "height_2", "width_2"),
+    ]
+    same = onnx_fc2conv.convert(_two_images((6, 5)))
+    assert {r.new_shape for r in same.relaxed_inputs} == {("batch", 3, "height", "width")}

@@ -40,6 +40,7 @@ CONVERTS = {
     "keras_same_pad_strided.onnx": (("batch", "height", "width", 3), "40+ x 40+", "-> auto_pad=SAME_UPPER"),
     "keras_reduce_mean_op18.onnx": (("batch", "height", "width", 3), "32+ x 32+", None),
     "keras_mobilenet_v1_head.onnx": (("batch", "height", "width", 3), "32+ x 32+", None),
+    "keras_dense_on_map.onnx": (("batch", "height", "width", 3), "32+ x 32+", None),
     "ts_transform_input.onnx": (("batch", 3, "height", "width"), "32+ x 32+", None),
     "dynamo_transform_input.onnx": (("batch", 3, "height", "width"), "32+ x 32+", None),
 }
@@ -77,3 +78,14 @@ def test_a_head_on_the_pooled_vector_never_blocks_the_conversion() -> None:
     assert [n.split(":")[0] for n in result.notices] == ["head /fc/Gemm stays on the pooled vector as it is"]
     assert {(c.check, c.input_shape[0]) for c in result.verification.comparisons} >= {("larger size", 2)}
     # with --dense the LayerNorm over the channels moves in front of the pool (test_dense_pointwise.py)
+
+
+def test_a_dense_layer_on_the_channel_last_map_gives_a_class_map_in_dense_mode() -> None:
+    """Keras Dense on the NHWC map (a Tensordot) before the pool: the pool goes, the classifier runs
+    at every location of the Tensordot's output, transposed to channel-first."""
+    result = onnx_fc2conv.convert(str(MODELS / "keras_dense_on_map.onnx"), onnx_fc2conv.ConvertOptions(dense=True))
+    ops = [n.op_type for n in result.model.graph.node]
+    assert ops[-4:] == ["Add", "Relu", "Transpose", "Conv"] and "ReduceMean" not in ops
+    rows = {(c.check, tuple(c.input_shape), tuple(c.shape)) for c in result.verification.comparisons}
+    assert ("dense mean", (2, 32, 32, 3), (2, 10)) in rows
+    assert ("larger size", (2, 48, 41, 3), (2, 10, 11, 9)) in rows

@@ -227,3 +227,68 @@ def test_a_space_to_depth_stem_is_refused_naming_the_reshape() -> None:
         "input 'x': its batch and spatial axes cannot be traced to a Conv or pool; "
         "the trace stops at Reshape 'blocks' (target [1, 3, 2, 4, 2, 4])"
     )
+
+
+def _symbolic_channels(group: int) -> onnx.ModelProto:
+    """An input `[N, C, 9, 8]` whose channel dim is a symbol; the first Conv (`group` groups) takes 3."""
+    return _with_weights(
+        f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, C, 9, 8] x) => (float[N, 4] y) {{
+          f = Conv<kernel_shape = [3, 3], strides = [2, 2], group = {group}>(x, w)
+          r = Relu(f)
+          fl = Flatten(r)
+          y = Gemm<transB = 1>(fl, fc)
+        }}""",
+        w=RNG.standard_normal((6, 3 // group, 3, 3)).astype(np.float32),
+        fc=RNG.standard_normal((4, 6 * 4 * 3)).astype(np.float32),
+    )
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_a_symbolic_channel_dim_becomes_the_count_the_kernels_take(group: int) -> None:
+    """The model runs only with 3 channels: the written input says so, and verification feeds 3."""
+    model = _symbolic_channels(group)
+    assert trace_layout(import_graph(model).inputs[0]).channels == 3
+    result = onnx_fc2conv.convert(model)
+    assert [r.new_shape for r in result.relaxed_inputs] == [("N", 3, "height", "width")]
+    assert {c.input_shape[1] for c in result.verification.comparisons} == {3}
+    assert result.verification.passed
+
+
+def test_channels_rebuilt_by_a_concat_give_no_kernel_count() -> None:
+    """The Conv's count is the Concat's, not necessarily the input's: nothing is pinned."""
+    layout = trace_layout(import_graph(_channels_rebuilt("", "Unsqueeze({src}, axes)")).inputs[0])
+    assert layout.channels is None
+
+
+def _keras_gap_layernorm_head() -> onnx.ModelProto:
+    """Keras' ConvNeXt classifier through tf2onnx: GlobalAveragePooling2D as a channel-last
+    `ReduceMean` over axes 1, 2, then LayerNormalization and Dense on the pooled vector."""
+    return _with_weights(
+        """
+        <ir_version: 8, opset_import: ["" : 18]>
+        g (float[N, 12, 10, 3] x) => (float[N, 4] y) {
+          t = Transpose<perm = [0, 3, 1, 2]>(x)
+          f = Conv<kernel_shape = [3, 3], strides = [2, 2]>(t, w)
+          r = Relu(f)
+          nhwc = Transpose<perm = [0, 2, 3, 1]>(r)
+          p = ReduceMean<keepdims = 0>(nhwc, axes)
+          n = LayerNormalization<axis = -1>(p, gamma, beta)
+          y = MatMul(n, fc)
+        }""",
+        w=RNG.standard_normal((5, 3, 3, 3)).astype(np.float32),
+        axes=np.array([1, 2], np.int64),
+        gamma=(RNG.random(5) + 0.5).astype(np.float32),
+        beta=RNG.standard_normal(5).astype(np.float32),
+        fc=RNG.standard_normal((5, 4)).astype(np.float32),
+    )
+
+
+def test_a_head_behind_a_channel_last_global_pool_stays_on_the_pooled_vector() -> None:
+    result = onnx_fc2conv.convert(_keras_gap_layernorm_head())
+    assert [r.new_shape for r in result.relaxed_inputs] == [("N", "height", "width", 3)]
+    assert len(result.notices) == 1 and result.notices[0].startswith("head ")
+    assert "stays on the pooled vector as it is" in result.notices[0]
+    assert {c.check for c in result.verification.comparisons} >= {"same size", "larger size"}
+    assert result.verification.passed

@@ -19,6 +19,7 @@ REGISTRIES = {"tail_": TAIL_RULES, "flatten_": FLATTEN_RULES, "backbone_": BACKB
 STEPS = {
     "backbone_base": ("onnx_fc2conv.backbone", "BackboneFix"),  # the record backbone rules return
     "flatten_base": ("onnx_fc2conv.heads", "FlattenMatch"),  # the record of a matched flatten
+    "flatten_channel_last": ("onnx_fc2conv.heads", "tensordot_fc"),  # a Tensordot's FC is no head candidate
     "flatten_mlp": ("onnx_fc2conv.heads", "match_input"),  # the flatten when an FC reads a graph input
     "flatten_nhwc": ("onnx_fc2conv.heads", "absorb"),  # after every flatten rule: a channel-last Transpose
     "flatten_pool": ("onnx_fc2conv.heads", "match_pool"),  # the global pool before a flatten

@@ -238,3 +238,19 @@ def test_a_model_that_mixes_its_images_fails_the_batch_row() -> None:
     assert _rows(report) == rows
     assert min(c.ratio for c in report.failures) > 10
     assert report.failure_line().startswith("verification FAILED: output 'output' (batch, input [2, 3, 6, 5]): ")
+
+
+def test_the_larger_size_reference_runs_a_fixed_batch_backbone_image_by_image() -> None:
+    """`Reshape [1, C, -1]` (tokens) bakes the exported batch but runs at batch 2, folding both images
+    into one sequence. The conversion makes it copy the batch; the reference at the larger sizes runs
+    the original backbone by its fixed batch, as at the same size, not both images at once."""
+    g = GraphBuilder(opset=18)
+    x = g.input("input", [1, 3, 6, 5])
+    t = g.op("Reshape", [backbone(g, x, 3, C), g.const("tokens", np.array([1, C, -1], np.int64))])
+    pooled = g.op("ReduceMean", [g.op("Sin", [t]), g.const("axes", np.array([2], np.int64))], keepdims=0)
+    g.output(gemm(g, pooled, C, M))
+    result = onnx_fc2conv.convert(g.build())
+    report = result.verification
+    assert report.passed, report
+    larger = [c for c in report.comparisons if c.check == "larger size"]
+    assert len(larger) == 2 and all(c.shape[0] == 2 and c.max_abs < 1e-5 for c in larger)

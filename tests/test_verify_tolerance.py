@@ -156,3 +156,31 @@ def test_equal_indices_pass_with_ratio_zero() -> None:
     idx = np.array([[4, 1]], np.int64)
     c = compare(idx.copy(), idx, Tolerance(), check="same size", output="y", input_shape=(1, 3))
     assert c.passed and c.ratio == 0 and c.allowed == 0 and not math.isnan(c.max_abs)
+
+
+def test_quantized_values_may_move_one_unit_on_a_few_elements_only() -> None:
+    """Rounding order moves a value on a rounding boundary one unit: a few elements in a hundred at
+    the most. A systematic unit off (most elements) fails, as does two units anywhere."""
+    q = np.arange(400, dtype=np.uint8).reshape(2, 200) % 251
+    few = q.copy()
+    few[0, :2] += 1  # 2 of 400 elements: rounding order
+    c = compare(few, q, Tolerance(), check="same size", output="y", input_shape=(2, 3), unit=1.0)
+    assert c.passed and c.ratio == 1.0
+    shifted = q + np.uint8(1)  # every element one unit off
+    c = compare(shifted, q, Tolerance(), check="same size", output="y", input_shape=(2, 3), unit=1.0)
+    assert not c.passed and c.note == "400 of 400 quantized values are one unit away: more than rounding order moves"
+    two = q.copy()
+    two[0, 0] += 2
+    c = compare(two, q, Tolerance(), check="same size", output="y", input_shape=(2, 3), unit=1.0)
+    assert not c.passed and c.note == "quantized values differ"
+
+
+def test_dequantized_outputs_may_move_one_scale_on_a_few_elements_only() -> None:
+    scale = 0.05
+    b = (np.arange(400, dtype=np.float32).reshape(2, 200) % 41 - 20) * scale
+    few = b.copy()
+    few[1, 7] += scale
+    c = compare(few, b, Tolerance(), check="same size", output="y", input_shape=(2, 3), unit=scale)
+    assert c.passed
+    c = compare(b + scale, b, Tolerance(), check="same size", output="y", input_shape=(2, 3), unit=scale)
+    assert not c.passed and c.note.startswith("400 of 400 quantized values are one unit away")

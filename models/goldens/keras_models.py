@@ -216,3 +216,19 @@ def keras_one_by_one_concat(inputs: keras.KerasTensor) -> keras.Model:
     x = layers.Concatenate()([branch, pooled])
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, layers.Dense(NUM_CLASSES)(x))
+
+
+@tf2onnx(
+    "keras_dense_on_map.onnx",
+    (1, 32, 32, 3),
+    13,
+    "Dense on the NHWC map before global pooling: Tensordot (Reshape, MatMul, Reshape from Shape) -> ReduceMean",
+    dynamic_batch=True,
+    issue=11,
+)
+def keras_dense_on_map(inputs: keras.KerasTensor) -> keras.Model:
+    x = layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)  # 15
+    x = layers.Conv2D(16, 3, strides=2, activation="relu")(x)  # 7
+    x = layers.Dense(12, activation="relu")(x)  # a Dense on [N, 7, 7, 16]: each location alone
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(NUM_CLASSES)(x))

@@ -39,6 +39,7 @@ class Code(str, Enum):
     SQUEEZE_NOT_SPATIAL = "squeeze-not-spatial"
     REDUCE_NOT_SPATIAL = "reduce-not-spatial"
     CHANNEL_LAST_SHARED = "channel-last-shared"
+    TENSORDOT_LAYOUT = "tensordot-layout"
     UNSUPPORTED_OP = "unsupported-op"
     NON_CONSTANT_OPERAND = "non-constant-operand"
     CONSTANT_SHAPE = "constant-shape"

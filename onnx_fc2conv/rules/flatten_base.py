@@ -42,5 +42,6 @@ class FlattenMatch:
     perm: tuple[int, ...] | None = None  # a channel-last Transpose absorbed into the kernel
     keepdims: gs.Node | None = None  # a reduce to switch to keepdims=1
     reduce_source: gs.Tensor | None = None  # that reduce then reads this channel-first map
+    channel_last: gs.Tensor | None = None  # the rewrite transposes this into reduce_source (a new tensor)
     between: tuple[gs.Node, ...] = ()  # elementwise ops after the flatten that move onto the map
     pool: Pool | None = None

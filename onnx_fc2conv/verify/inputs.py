@@ -63,6 +63,10 @@ def model_inputs(original: onnx.ModelProto, converted: onnx.ModelProto, mlp_inpu
         shape = declared.dims or ()
         new = converted_types[name].dims if name in converted_types else None
         new = new if new is not None else shape
+        if len(new) == len(shape):  # a dim the conversion fixed (a symbolic channel count) is fed so
+            shape = tuple(
+                n if isinstance(n, int) and not isinstance(o, int) else o for o, n in zip(shape, new, strict=True)
+            )
         batched = bool(new) and not isinstance(new[0], int)
         unit_axes = len(new) - len(shape) if name in mlp_inputs else 0
         axes = () if name in mlp_inputs or len(new) != len(shape) else _spatial_axes(shape, new)

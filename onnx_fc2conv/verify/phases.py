@@ -274,7 +274,7 @@ def larger_references(setup: Setup, exported: dict[str, tuple]) -> LargerSizes:
         return larger
     if setup.heads:
         reference: HeadsReference | WholeModelReference = HeadsReference(
-            setup.original, setup.converted, setup.heads, inp.name
+            setup.original, setup.converted, setup.heads, inp.name, setup.plan.original_batch
         )
     else:
         reference = WholeModelReference(setup.original, inp.name, exported, setup.plan.original_batch)

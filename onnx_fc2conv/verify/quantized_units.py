@@ -5,7 +5,7 @@ into a QGemm and the Conv form into a QLinearConv, whose requantization rounds t
 a different float order: a value that lies on a rounding boundary may land one unit away. So an
 output that is quantized is compared in its own units: at most one unit of difference, that is
 one scale for the float output of a per-tensor `DequantizeLinear`, 1 for an integer output of a
-quantizing op.
+quantizing op, on at most one element in a hundred (compare.ROUNDED_SHARE).
 """
 
 from __future__ import annotations

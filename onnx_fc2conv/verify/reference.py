@@ -67,9 +67,14 @@ class BackboneMaps:
         converted: onnx.ModelProto,
         input_name: str,
         heads: list[Head],
+        fixed_batch: int | None = None,
     ) -> None:
         self.exported = {h.feature: h.feature_shape for h in heads}  # each map's (C, *S) as exported
-        self.sources = list(self.exported)
+        self.fixed_batch = fixed_batch  # the original's: its backbone runs by it, as at the same size
+        self.chunks: dict[tuple[int, ...], int] = {}  # input shapes the original ran in chunks of this
+        # a map the rewrite transposes to channel-first from a channel-last tensor: cut at that tensor
+        self.channel_last = {h.feature: h.channel_last_feature for h in heads if h.channel_last_feature}
+        self.sources = list(dict.fromkeys(self.channel_last.get(f, f) for f in self.exported))
         self.input_name = input_name
         self.converted = converted
         self.notes: list[str] = []
@@ -90,21 +95,31 @@ class BackboneMaps:
             part = cut(self.converted, types, inputs=[self.input_name], outputs=self.sources, size_free=True)
             self.fallback = session(part)
         maps, _ = run_batch(self.fallback, {self.input_name: x}, "the size-agnostic backbone")
-        return {s: maps[s] for s in self.sources}
+        return self._features(maps)
+
+    def _features(self, maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each head's map, channel-first."""
+        found = {}
+        for feature in self.exported:
+            value = maps[self.channel_last.get(feature, feature)]
+            found[feature] = np.moveaxis(value, -1, 1) if feature in self.channel_last else value
+        return found
 
     def _original_maps(self, x: np.ndarray) -> dict[str, np.ndarray] | str:
         """The original backbone's maps, or why they cannot serve as the reference."""
         try:
             assert self.original is not None
-            maps, note = run_batch(self.original, {self.input_name: x}, "the original backbone")
+            maps, note = run_original(self.original, {self.input_name: x}, self.fixed_batch)
         except RunError as exc:
             return f"cannot run at larger sizes ({exc.reason})"
-        pinned = [s for s in self.sources if self._pinned(s, maps[s])]
+        features = self._features(maps)
+        pinned = [f for f in self.exported if self._pinned(f, features[f])]
         if pinned:
             return f"pins '{pinned[0]}' to its exported size {list(self.exported[pinned[0]][1:])} at larger inputs"
-        if note and note not in self.notes:
-            self.notes.append(note)
-        return {s: maps[s] for s in self.sources}
+        if note:
+            self.chunks[tuple(x.shape)] = self.fixed_batch or 1
+            self.notes += [] if note in self.notes else [note]
+        return features
 
     def _pinned(self, source: str, value: np.ndarray) -> bool:
         spatial = self.exported[source][1:]
@@ -157,14 +172,22 @@ class HeadsReference:
     """Backbone maps, then each original head on every window: the expected head outputs."""
 
     def __init__(
-        self, original: onnx.ModelProto, converted: onnx.ModelProto, heads: list[Head], input_name: str
+        self,
+        original: onnx.ModelProto,
+        converted: onnx.ModelProto,
+        heads: list[Head],
+        input_name: str,
+        fixed_batch: int | None = None,
     ) -> None:
         self.heads = heads
         self.input_name = input_name
         self._notes: list[str] = []
         types = tensor_types(inferred_skeleton(original))  # the cut tensors' types
         reads_input = any(h.reads_input for h in heads)  # an MLP: the input is the feature
-        self.backbone = None if reads_input else BackboneMaps(original, types, converted, input_name, heads)
+        self.backbone = None
+        if not reads_input:
+            self.backbone = BackboneMaps(original, types, converted, input_name, heads, fixed_batch)
+        self.chunks: dict[tuple[int, ...], int] = {} if self.backbone is None else self.backbone.chunks
         self.head_sessions = [
             session(cut(original, types, inputs=[h.ref_input], outputs=list(h.outputs))) for h in heads
         ]
@@ -178,8 +201,8 @@ class HeadsReference:
         return [o for h in self.heads for o in h.outputs]
 
     def chunk(self, x: np.ndarray) -> int | None:
-        """The backbone, all of its dims free, runs the whole batch at once."""
-        return None
+        """The images per run of the original backbone at `x`, when it did not run them at once."""
+        return self.chunks.get(tuple(x.shape))
 
     def close(self) -> None:
         """Free the sessions (and their mapped weights); notes and outputs stay readable."""
