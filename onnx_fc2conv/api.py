@@ -21,6 +21,7 @@ from .graph import Edit, import_graph, opset_version, shape, value_info_dims, wr
 from .heads import Head, HeadSearch, Skipped, find_heads
 from .layout import image_layouts
 from .options import options_problem
+from .ort_fused import unfuse
 from .output_dims import name_outputs
 from .pinned_backbone import head_refusal
 from .prepare import needs_preparing, prepare, prepared
@@ -142,6 +143,7 @@ def _load(source: ModelSource, *, copy: bool) -> onnx.ModelProto:
 def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph, HeadSearch, list[str]]:
     """The heads of `model`, prepared first in place (prepare.py); the notices of that."""
     notices = prepare(model, options.exported_size)
+    notices += unfuse(model, opset_version(model))  # onnxruntime's FusedConv/FusedGemm as standard ops
     try:
         infer_shapes(model)
     except Exception as exc:  # shape inference reports malformed graphs in its own exception types
@@ -161,10 +163,8 @@ def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspe
     geometry: dict[str, Geometry | str] = {}
     if not search.skipped and not plan.refusals:
         geometry = _convert_in_place(model, replace(options, verify=False)).geometry
-    opset = opset_version(model)
-    return Inspection(
-        search.heads, search.skipped, search.candidates, plan.fixes, plan.refusals, inputs, opset, geometry
-    )
+    found = (search.heads, search.skipped, search.candidates, plan.fixes, plan.refusals, inputs)
+    return Inspection(*found, opset_version(model), geometry)
 
 
 def window_geometry(source: ModelSource, options: ConvertOptions | None = None) -> dict[str, Geometry | str]:

@@ -14,7 +14,9 @@ leaves a margin of 40x; one changed weight of its head still exceeds the bound 2
 matters for outputs whose values are all close to zero.
 
 Half precision rounds every partial sum, so fp16 and bf16 outputs get both tolerances scaled up
-(and `atol` multiplied by the output's largest magnitude, when above 1).
+(and `atol` multiplied by the output's largest magnitude, when above 1). So do float32 outputs of a
+model that computes in half precision inside (float16 weights between float32 inputs and outputs,
+as `convert_float_to_float16(..., keep_io_types=True)` writes them): `compute` names that type.
 
 Each comparison records the bound it was held to (`allowed`) and its error as a fraction of that
 bound (`ratio`, at most 1 to pass); `max_rel` is the error relative to the output's largest
@@ -37,12 +39,15 @@ class Tolerance:
 
     rtol: float = 1e-4
     atol: float = 1e-5
+    compute: str = ""  # "float16" / "bfloat16": the model computes in it, whatever its outputs' type
 
     def for_dtype(self, dtype: np.dtype, scale: float = 1.0) -> tuple[float, float]:
         """(rtol, atol) for an output of `dtype` whose largest magnitude is `scale`."""
-        if dtype == np.float16:
+        if not np.issubdtype(dtype, np.floating) and dtype.name != "bfloat16":
+            return self.rtol, self.atol
+        if dtype == np.float16 or self.compute == "float16":
             return self.rtol * 100, self.atol * 100 * max(1.0, scale)
-        if dtype.name == "bfloat16":
+        if dtype.name == "bfloat16" or self.compute == "bfloat16":
             return self.rtol * 500, self.atol * 1000 * max(1.0, scale)
         return self.rtol, self.atol
 

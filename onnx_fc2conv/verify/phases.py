@@ -25,7 +25,7 @@ nothing fails (VerificationReport.passed).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -38,6 +38,7 @@ from .batch_noise import split_batch_noise
 from .compare import Comparison, PhaseResult, Tolerance, VerificationReport, compare, failed
 from .declared import Declared
 from .inputs import Inputs, ModelInput, default_sizes, model_inputs, random_value
+from .model_types import half_precision
 from .quantized_units import output_units, unit_notes
 from .reference import HeadsReference, WholeModelReference, run_original
 from .sessions import RunError, mapped, run, session
@@ -70,6 +71,8 @@ class Setup:
     ) -> Setup:
         plan = model_inputs(original, converted, {h.feature for h in heads if h.reads_input})
         rng = np.random.default_rng(options.seed)
+        if not options.tolerance.compute:  # float32 outputs of half-precision arithmetic
+            options = replace(options, tolerance=replace(options.tolerance, compute=half_precision(original)))
         return cls(original, converted, heads, options, plan, rng, Declared(converted))
 
     @property
