@@ -18,7 +18,7 @@ from onnx import helper
 from .backbone import fixed_skeleton, plan_backbone
 from .errors import NotConvertibleError
 from .fc import data_operand
-from .graph import ancestors, node_id, value_info_dims
+from .graph import ancestors, constant_shape, node_id, producer, shape, value_info_dims
 from .heads import HeadSearch, Skipped
 from .layout import image_layouts
 from .rules.base import Code
@@ -46,7 +46,7 @@ def head_refusal(
 def _pinned(model: onnx.ModelProto, graph: gs.Graph, refused: list[Skipped]) -> str | None:
     """What keeps the fixed graph under `refused` from running 64 larger than exported, or None."""
     ids = {s.node for s in refused}
-    feeds = [data_operand(n) for n in graph.nodes if node_id(n) in ids]
+    feeds = [_map_under(data_operand(n)) for n in graph.nodes if node_id(n) in ids]
     try:
         layouts = image_layouts(graph, [])
     except NotConvertibleError:  # the input trace refuses by itself
@@ -81,3 +81,18 @@ def _graph_up_to(skel: onnx.ModelProto, feeds: list[gs.Tensor]) -> onnx.ModelPro
     del skel.graph.output[:]
     skel.graph.output.extend(helper.make_empty_tensor_value_info(t.name) for t in feeds)
     return skel
+
+
+def _map_under(tensor: gs.Tensor) -> gs.Tensor:
+    """The map a candidate's vector comes from: up through the ops on `[N, K]` vectors (the head's
+    flatten, pool, norms) to the first tensor of rank 3 or more."""
+    for _ in range(16):
+        dims = shape(tensor)
+        node = producer(tensor)
+        if dims is None or len(dims) >= 3 or node is None:
+            return tensor
+        data = [t for t in node.inputs if t.name and constant_shape(t) is None]
+        if not data:
+            return tensor
+        tensor = data[0]
+    return tensor

@@ -13,6 +13,7 @@ note says so; the whole-graph reference has no such stand-in and skips the check
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import onnx
@@ -144,6 +145,8 @@ def head_on_windows(head: Head, head_sess: ort.InferenceSession, feature: np.nda
     crops = []
     for index in np.ndindex(*grid):
         crop = feature[(slice(None), slice(None), *(slice(i, i + k) for i, k in zip(index, window, strict=True)))]
+        if crop.size != n * math.prod(ref_shape[1:]) and -1 not in ref_shape[1:]:  # a map read in another layout
+            raise RunError("the original head", f"window {list(crop.shape)} does not fit its input {ref_shape}")
         crops.append(crop.reshape([n, *ref_shape[1:]]))
     names = [o.name for o in head_sess.get_outputs()]
     try:
