@@ -21,8 +21,10 @@ from .graph import Edit, import_graph, opset_version, shape, value_info_dims, wr
 from .heads import Head, HeadSearch, Skipped, find_heads
 from .layout import image_layouts
 from .options import options_problem
+from .ort_fused import unfuse
 from .output_dims import name_outputs
-from .pinned_backbone import lead_with_pinned_backbone
+from .pinned_backbone import head_refusal
+from .prepare import needs_preparing, prepare, prepared
 from .rewrite import LayerRewrite, rewrite_head
 from .runtime_weights import runs_as_is
 from .shapes import (
@@ -66,6 +68,7 @@ class ConvertOptions:
     output_stride: int | None = None  # a denser map by the a trous rewrite (dilate.py): S / 2 or S / 4
     input_size: tuple[int, ...] | None = None  # static shapes at this size (static_size.py), and batch
     batch: int | None = None
+    exported_size: tuple[int, ...] | None = None  # symbolic spatial dims read at this size (exported_size.py)
 
     def __post_init__(self) -> None:
         problem = options_problem(self)
@@ -138,30 +141,31 @@ def _load(source: ModelSource, *, copy: bool) -> onnx.ModelProto:
     return files.load_model(source)
 
 
-def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph, HeadSearch]:
+def _analyse(model: onnx.ModelProto, options: ConvertOptions) -> tuple[gs.Graph, HeadSearch, list[str]]:
+    """The heads of `model`, prepared first in place (prepare.py); the notices of that."""
+    notices = prepare(model, options.exported_size)
+    notices += unfuse(model, opset_version(model))  # onnxruntime's FusedConv/FusedGemm as standard ops
     try:
         infer_shapes(model)
     except Exception as exc:  # shape inference reports malformed graphs in its own exception types
         raise ModelLoadError(f"shape inference failed: {one_line(exc)}") from exc
     graph = import_graph(model)
     search = find_heads(graph, opset_version(model), dense=options.dense, mlp_rank=options.mlp_spatial_rank)
-    return graph, lead_with_pinned_backbone(model, graph, tokens.summarize_token_heads(graph, search))
+    return graph, tokens.summarize_token_heads(graph, search), notices
 
 
 def inspect(source: ModelSource, options: ConvertOptions | None = None) -> Inspection:
     """What convert() would do, without changing anything."""
     options = options or ConvertOptions()
     model = _load(source, copy=True)
-    graph, search = _analyse(model, options)
+    graph, search, _ = _analyse(model, options)
     plan = plan_backbone(model, graph, search.heads)
     inputs = {t.name: shape(t) or () for t in graph.inputs}
     geometry: dict[str, Geometry | str] = {}
     if not search.skipped and not plan.refusals:
         geometry = _convert_in_place(model, replace(options, verify=False)).geometry
-    opset = opset_version(model)
-    return Inspection(
-        search.heads, search.skipped, search.candidates, plan.fixes, plan.refusals, inputs, opset, geometry
-    )
+    found = (search.heads, search.skipped, search.candidates, plan.fixes, plan.refusals, inputs)
+    return Inspection(*found, opset_version(model), geometry)
 
 
 def window_geometry(source: ModelSource, options: ConvertOptions | None = None) -> dict[str, Geometry | str]:
@@ -185,9 +189,8 @@ def convert(source: ModelSource, options: ConvertOptions | None = None) -> Conve
     options = options or ConvertOptions()
     original = source if isinstance(source, onnx.ModelProto) else None
     model = _load(source, copy=True)
-    if original is None and options.verify:
-        original = onnx.ModelProto()
-        original.CopyFrom(model)
+    if options.verify and (original is None or needs_preparing(original, options.exported_size)):  # theirs stays
+        original = prepared(_load(model if original is None else original, copy=True), options.exported_size)
     try:
         result = _convert_in_place(model, options)
     except NotConvertibleError:
@@ -218,17 +221,15 @@ def verify_conversion(
 
 
 def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> ConversionResult:
-    graph, search = _analyse(model, options)
-    kept, notices = runs_as_is(graph, search, options.dense)
+    graph, search, notices = _analyse(model, options)
+    kept, kept_notices = runs_as_is(graph, search, options.dense)
     refused = [s for s in search.skipped if s not in kept]
     if refused:
-        reasons = [f"{s.node}: {s.reason}" for s in refused]
-        what = "no FC head" if not search.heads else f"{len(refused)} of {search.candidates} FC heads"
-        # the candidate nearest the outputs (the classifier, in a transformer) leads the message
-        raise NotConvertibleError(f"{what} can be rewritten exactly: {refused[-1].reason}", reasons)
+        raise head_refusal(model, graph, search, refused)
     plan = plan_backbone(model, graph, search.heads)
     if plan.refusals:
         raise NotConvertibleError(plan.refusals[0].reason, [r.reason for r in plan.refusals])
+    notices += kept_notices
     output_names = [t.name for t in graph.outputs]
     edit = Edit(graph)
     for fix in plan.fixes:
@@ -281,19 +282,13 @@ def _convert_in_place(model: onnx.ModelProto, options: ConvertOptions) -> Conver
 
 
 def _set_mode(model: onnx.ModelProto, options: ConvertOptions) -> None:
-    for prop in list(model.metadata_props):
-        if prop.key == MODE_KEY:
-            model.metadata_props.remove(prop)
-    entry = model.metadata_props.add()
-    entry.key = MODE_KEY
-    entry.value = "dense" if options.dense else "exact"
+    for prop in [p for p in model.metadata_props if p.key == MODE_KEY]:
+        model.metadata_props.remove(prop)
+    model.metadata_props.add(key=MODE_KEY, value="dense" if options.dense else "exact")
 
 
 def model_mode(model: onnx.ModelProto) -> str:
-    for prop in model.metadata_props:
-        if prop.key == MODE_KEY:
-            return prop.value
-    return "exact"
+    return next((p.value for p in model.metadata_props if p.key == MODE_KEY), "exact")
 
 
 def verify(original: ModelSource, converted: ModelSource, options: ConvertOptions | None = None) -> VerificationReport:
@@ -303,7 +298,7 @@ def verify(original: ModelSource, converted: ModelSource, options: ConvertOption
     conv = _load(converted, copy=False)
     _require_a_conversion_of(orig, conv)
     dense = options.dense or model_mode(conv) == "dense"
-    _, search = _analyse(orig, ConvertOptions(dense=dense))
+    _, search, _ = _analyse(orig, ConvertOptions(dense=dense, exported_size=options.exported_size))
     if search.skipped:
         raise NotConvertibleError(search.skipped[0].reason, [s.reason for s in search.skipped])
     dilation = dilate.recorded(conv)  # a denser map is checked against shifted runs of the original
@@ -354,7 +349,7 @@ def convert_file(
         raise
     files.check_free_space(result.model, output_path)
     if options.verify:  # the original's weights are mapped from a temporary file, not held twice
-        with mapped_load(lambda: files.load_model(input_path), "original") as original:
+        with mapped_load(lambda: prepared(files.load_model(input_path), options.exported_size), "original") as original:
             result.verification = verify_conversion(original, result, options)
     else:
         _check(result.model)  # verification runs the checker itself

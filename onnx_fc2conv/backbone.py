@@ -62,19 +62,25 @@ def plan_backbone(model: onnx.ModelProto, graph: gs.Graph, heads: list[Head]) ->
     static = _static_layouts(graph)
     fed = _input_fed(graph)
     grows = _grows(model, static)
-    region = {id(n) for n in ancestors(h.flatten.feature for h in heads)} if heads else {id(n) for n in graph.nodes}
+    region = {id(n) for n in ancestors(_maps(heads))} if heads else {id(n) for n in graph.nodes}
     plan = _plan_pass(
         graph, BackboneContext(graph, spatial, _probe_shapes(model, static).get, fed.__contains__, grows), region
     )
     for _ in range(_REPROBES):
         if not plan.fixes:
             break
-        probed = _probe_shapes(_fixed_skeleton(model, graph, plan.fixes), static)
+        probed = _probe_shapes(fixed_skeleton(model, graph, plan.fixes), static)
         again = _plan_pass(graph, BackboneContext(graph, spatial, probed.get, fed.__contains__, grows), region)
         if [f.node for f in again.fixes] == [f.node for f in plan.fixes]:
             return again
         plan = again
     return plan
+
+
+def _maps(heads: list[Head]) -> list[gs.Tensor]:
+    """The tensors the heads read; a map transposed back from channel-last has no producer until the
+    rewrite, so its channel-last source stands for it."""
+    return [t for h in heads for t in (h.flatten.feature, h.flatten.channel_last) if t is not None]
 
 
 _REPROBES = 16  # each pass can show what a fix hid (a chain of Reshapes); two or three are usual
@@ -104,7 +110,7 @@ def _plan_pass(graph: gs.Graph, base: BackboneContext, region: set[int]) -> Back
     return plan
 
 
-def _fixed_skeleton(model: onnx.ModelProto, graph: gs.Graph, fixes: list[BackboneFix]) -> onnx.ModelProto:
+def fixed_skeleton(model: onnx.ModelProto, graph: gs.Graph, fixes: list[BackboneFix]) -> onnx.ModelProto:
     """The weight-free skeleton of `model` with `fixes` applied (to a graph of its own)."""
     skel = skeleton(model)
     copy = import_graph(skel)

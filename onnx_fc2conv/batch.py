@@ -21,6 +21,7 @@ from .graph import Edit, constant, node_id, node_label, shape
 from .heads import Skipped
 from .layout import InputLayout
 from .rules.backbone_base import BackboneFix
+from .rules.backbone_tensordot import rows_round_trip
 from .rules.base import Code, axes_of
 
 _AXIS_OPS = frozenset({"Concat", "Split", "Gather", "Softmax", "LogSoftmax", "Hardmax", "ArgMax", "ArgMin", "TopK"})
@@ -116,6 +117,8 @@ def _follow(node: gs.Node, axis: int, plan: BatchPlan) -> int:
 def _reshape(node: gs.Node, axis: int, plan: BatchPlan) -> int:
     in_shape, out_shape = shape(node.inputs[0]), shape(node.outputs[0])
     target = constant(node.inputs[1]) if len(node.inputs) > 1 else None
+    if axis == 0 and _batch_major_rows(node):
+        return 0
     if target is None:  # computed from Shape at run time: trust what inference says, verification runs batch 2
         if axis == 0 and in_shape and out_shape and out_shape[0] == in_shape[0]:
             return 0
@@ -136,3 +139,14 @@ def _reshape(node: gs.Node, axis: int, plan: BatchPlan) -> int:
         plan.fixes.append(fix)
         return 0
     raise _Pinned(f"folds the batch into its target {dims}")
+
+
+def _batch_major_rows(node: gs.Node) -> bool:
+    """A Reshape of a rows round trip (a Tensordot) that follows the batch: `[-1, C]` makes the
+    batch the outer factor of the rows, which the ops between map alone, and a target computed from
+    Shape puts it back first."""
+    trip = rows_round_trip(node)
+    if trip is None or constant(trip.restore.inputs[1]) is not None:
+        return False
+    merged = constant(trip.merge.inputs[1])
+    return merged is not None and int(merged.reshape(-1)[0]) == -1

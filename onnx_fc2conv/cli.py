@@ -125,6 +125,13 @@ def _common(fn: Callable) -> Callable:
     return fn
 
 
+_exported_size = click.option(
+    "--exported-size",
+    type=Size(),
+    help="The input size a flattened head was made for, where the input's height and width are symbolic.",
+)
+
+
 def _verify_options(fn: Callable) -> Callable:
     fn = click.option("--seed", default=0, show_default=True, help="Seed of the random verification inputs.")(fn)
     fn = click.option(
@@ -183,6 +190,7 @@ def main() -> None:
 )
 @click.option("--input-size", type=Size(), help="Write static shapes at this input size (verified there).")
 @click.option("--batch", type=click.IntRange(min=1), help="With --input-size: the static batch (default 1).")
+@_exported_size
 @_common
 def convert(
     input_path: str,
@@ -202,6 +210,7 @@ def convert(
     output_stride: int | None,
     input_size: tuple[int, ...] | None,
     batch: int | None,
+    exported_size: tuple[int, ...] | None,
     as_json: bool,
     json_file: str | None,
     quiet: bool,
@@ -226,6 +235,7 @@ def convert(
             output_stride=output_stride,
             input_size=input_size,
             batch=batch,
+            exported_size=exported_size,
         )
         result = api.convert_file(input_path, output_path, options)
         data = result.data_file
@@ -239,14 +249,23 @@ def convert(
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=True))
 @click.option("--dense", is_flag=True, help="Show global-pool heads as dense mode would rewrite them.")
+@_exported_size
 @_common
-def inspect(input_path: str, dense: bool, as_json: bool, json_file: str | None, quiet: bool, debug: bool) -> None:
+def inspect(
+    input_path: str,
+    dense: bool,
+    exported_size: tuple[int, ...] | None,
+    as_json: bool,
+    json_file: str | None,
+    quiet: bool,
+    debug: bool,
+) -> None:
     """Show the FC heads of INPUT, what they would become, and why any cannot be rewritten."""
     _setup_logging(quiet, debug)
     run = Invocation("inspect", {"input": input_path}, as_json, json_file, debug)
 
     def action() -> Done:
-        found = api.inspect(input_path, api.ConvertOptions(dense=dense))
+        found = api.inspect(input_path, api.ConvertOptions(dense=dense, exported_size=exported_size))
         return Done(report.inspection_payload(found), report.inspection_text(found))
 
     execute(run, action)
@@ -256,6 +275,7 @@ def inspect(input_path: str, dense: bool, as_json: bool, json_file: str | None, 
 @click.argument("original", type=click.Path(dir_okay=True))
 @click.argument("converted", type=click.Path(dir_okay=True))
 @_verify_options
+@_exported_size
 @_common
 def verify(
     original: str,
@@ -264,6 +284,7 @@ def verify(
     atol: float,
     sizes: tuple[tuple[int, ...], ...],
     seed: int,
+    exported_size: tuple[int, ...] | None,
     as_json: bool,
     json_file: str | None,
     quiet: bool,
@@ -274,7 +295,9 @@ def verify(
     run = Invocation("verify", {"original": original, "converted": converted}, as_json, json_file, debug)
 
     def action() -> Done:
-        options = api.ConvertOptions(tolerance=Tolerance(rtol=rtol, atol=atol), sizes=sizes or None, seed=seed)
+        options = api.ConvertOptions(
+            tolerance=Tolerance(rtol=rtol, atol=atol), sizes=sizes or None, seed=seed, exported_size=exported_size
+        )
         result = api.verify(original, converted, options)
         done = Done({"verification": report.verification_dict(result)}, "\n".join(report.verification_lines(result)))
         if not result.passed:

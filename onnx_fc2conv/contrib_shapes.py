@@ -1,4 +1,5 @@
-"""Shapes of quantized operators (QLinearConv, com.microsoft's) that onnxruntime's symbolic inference lacks.
+"""Shapes of com.microsoft's operators (quantized ones, QLinearConv, onnxruntime's FusedConv and FusedGemm)
+that onnxruntime's symbolic inference lacks.
 
 `quantize_static(..., quant_format=QOperator)` writes a ResNet-style head as
 `QLinearGlobalAveragePool -> Flatten -> QGemm`; without these the pooled shape is unknown and
@@ -24,6 +25,8 @@ def register(inference: Any) -> None:
         "QGemm": _qgemm,
         "QLinearConv": _qlinear_conv,
         "QLinearAveragePool": _qlinear_average_pool,
+        "FusedConv": _fused_conv,
+        "FusedGemm": _fused_gemm,
     }
     for op, handler in handlers.items():
         inference.dispatcher_.setdefault(op, lambda node, handler=handler: handler(inference, node))
@@ -52,16 +55,29 @@ def _global_average_pool(inference: Any, node: Any) -> None:
     _set(inference, node, _elem_type(inference, node, 0), [1 if i in spatial else d for i, d in enumerate(dims)])
 
 
+def _gemm_shape(inference: Any, node: Any, b_index: int) -> list:
+    """`[M, N]` from A `[M, K]` (or `[K, M]`, transA) and B `[K, N]` (or `[N, K]`, transB)."""
+    attrs = {a.name: a.i for a in node.attribute}
+    a, b = inference._get_shape(node, 0), inference._get_shape(node, b_index)
+    return [a[1] if attrs.get("transA") else a[0], b[0] if attrs.get("transB") else b[1]]
+
+
+def _fused_gemm(inference: Any, node: Any) -> None:
+    """Gemm and an elementwise activation: Gemm's shape and A's type."""
+    _set(inference, node, _elem_type(inference, node, 0), _gemm_shape(inference, node, 1))
+
+
+def _fused_conv(inference: Any, node: Any) -> None:
+    """Conv (X, W), an optional sum of the same shape and an elementwise activation."""
+    _conv_like(inference, node, "Conv", [node.input[0], node.input[1]], _elem_type(inference, node, 0))
+
+
 def _qgemm(inference: Any, node: Any) -> None:
     """`[M, N]` from A `[M, K]` (or `[K, M]`, transA) and B `[K, N]` (or `[N, K]`, transB); the
     output is float without an output scale (input 7), else the type of A."""
-    attrs = {a.name: a.i for a in node.attribute}
-    a, b = inference._get_shape(node, 0), inference._get_shape(node, 3)
-    rows = a[1] if attrs.get("transA") else a[0]
-    cols = b[0] if attrs.get("transB") else b[1]
     quantized_out = len(node.input) > 7 and node.input[7]
     elem = _elem_type(inference, node, 0) if quantized_out else onnx.TensorProto.FLOAT
-    _set(inference, node, elem, [rows, cols])
+    _set(inference, node, elem, _gemm_shape(inference, node, 3))
 
 
 def _conv_like(inference: Any, node: Any, op: str, inputs: list[str], elem_type: int) -> None:
@@ -74,6 +90,9 @@ def _conv_like(inference: Any, node: Any, op: str, inputs: list[str], elem_type:
     del proxy.input[:]
     proxy.input.extend(inputs)
     last = any(a.name == "channels_last" and a.i for a in node.attribute)
+    known = inference.known_vi_.get(node.output[0])
+    if known is None or not known.type.tensor_type.HasField("shape"):  # read there for static inputs
+        _set(inference, node, elem_type, [])
     sympy_shape = inference._compute_conv_pool_shape(proxy, channels_last=last)
     inference._update_computed_dims(sympy_shape)
     _set(inference, node, elem_type, get_shape_from_sympy_shape(sympy_shape))

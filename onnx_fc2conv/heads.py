@@ -16,6 +16,7 @@ from typing import Any
 import onnx_graphsurgeon as gs
 
 from .dense_prefix import affine, behind_global_pool, conv_classifier, densify, pointwise_prefix
+from .exported_size import refuse_symbolic_map
 from .fc import FC_OPS, FcLayer, data_operand, is_candidate, match_fc
 from .graph import (
     constant_shape,
@@ -151,22 +152,22 @@ def _read_only_by_fc_layers(graph: gs.Graph, data: gs.Tensor) -> bool:
 
 def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int) -> FlattenMatch:
     label = node_label(fc)
-    skipped_ops: list[str] = []
+    skipped: list[gs.Node] = []  # no-op flattens on [N, K] (a Reshape after a Flatten), map side first
     between: list[gs.Node] = []  # elementwise ops between the flatten and the FC, map side first
     while True:
         if is_graph_input(graph, data) and not between:
-            return match_input(data, skipped_ops, mlp_rank, label)
+            return match_input(data, [n.op for n in skipped], mlp_rank, label)
         node = producer(data)
         if node is None:
             raise Refusal(Code.NO_PRODUCER, f"{label} reads '{data.name}', which no node produces")
-        reader_ok = sole_user(graph, data) is between[0] if between else _read_only_by_fc_layers(graph, data)
-        if not reader_ok:
+        nearer = (between or skipped or [None])[0]  # what reads `data` on the way to the FC
+        if not (sole_user(graph, data) is nearer if nearer else _read_only_by_fc_layers(graph, data)):
             raise Refusal(
                 Code.SHARED_FLATTEN, f"the flattened tensor '{data.name}' before {label} is also used elsewhere"
             )
         refuse_inexact_quantization(node, label)
         source = _elementwise_source(node)
-        if source is not None and not skipped_ops:
+        if source is not None and not skipped:
             between.insert(0, node)  # commutes with the flatten: it moves onto the map
             data = source
             continue
@@ -177,6 +178,7 @@ def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int)
             )
         src = node.inputs[0]
         src_shape = shape(src) if static_tail(src) is not None else None
+        refuse_symbolic_map(node, label)  # before the general 'unknown': the option it needs
         if src_shape is None:
             raise Refusal(
                 Code.UNKNOWN_SHAPE,
@@ -187,7 +189,7 @@ def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int)
             break
         out_shape = shape(data)
         if node.op in _NOOP_FLATTENS and out_shape is not None and tuple(out_shape) == tuple(src_shape):
-            skipped_ops.insert(0, node.op)  # a no-op on [N, K]: look further up
+            skipped.insert(0, node)  # a no-op on [N, K]: look further up
             data = src
             continue
         raise Refusal(
@@ -195,7 +197,7 @@ def _match_flatten(graph: gs.Graph, fc: gs.Node, data: gs.Tensor, mlp_rank: int)
         )
     rule = next(r for r in FLATTEN_RULES if node.op in r.ops)
     rule.check(node, src_shape, label)
-    ops = (node.op, *skipped_ops, *(n.op for n in between))
+    ops = (node.op, *(n.op for n in skipped), *(n.op for n in between))
     return replace(_flatten_match(graph, node, rule, data, src, src_shape, ops, label), between=tuple(between))
 
 

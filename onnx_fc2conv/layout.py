@@ -51,17 +51,22 @@ def trace_layout(tensor: gs.Tensor) -> InputLayout | None:
     if len(found) != 1:
         return None
     layout = _layout(tensor.name, found.pop())
-    return replace(layout, channels=_kernel_channels(tensor, reached)) if layout is not None else None
+    return replace(layout, channels=_kernel_channels(tensor, layout.channel, reached)) if layout else None
 
 
-def _kernel_channels(tensor: gs.Tensor, reached: list[gs.Node]) -> int | None:
-    """The input channels every Conv the input reaches takes (kernel dim 1 times groups), where no
-    path there selects, concatenates or pads (the count would not be the input's); else None."""
+def _kernel_channels(tensor: gs.Tensor, channel: int, reached: list[gs.Node]) -> int | None:
+    """The input channels every Conv the input reaches takes (kernel dim 1 times groups), where the
+    input's channel dim is a symbol that each Conv's input carries as its own channel dim (no
+    slice, concat, pad or resize on the way changed the count); else None."""
+    dims = shape(tensor) or ()
+    symbol = dims[channel] if channel < len(dims) else None
+    if not isinstance(symbol, str) or not symbol:
+        return None
     counts = set()
     for node in reached:
         kernel = shape(node.inputs[3 if node.op == "QLinearConv" else 1]) if node.op in _KERNEL_OPS else None
-        path = ancestors(node.inputs[:1], stop=[tensor])
-        if not kernel or not isinstance(kernel[1], int) or any(n.op in _SELECT or n.op == "Pad" for n in path):
+        data = shape(node.inputs[0]) or ()
+        if not kernel or not isinstance(kernel[1], int) or len(data) < 2 or data[1] != symbol:
             return None
         counts.add(kernel[1] * int(node.attrs.get("group", 1)))
     return counts.pop() if len(counts) == 1 else None

@@ -58,11 +58,15 @@ def options_problem(options: Any) -> str | None:
 
 
 def _variants_problem(options: Any) -> str | None:
-    """--output-stride, --input-size and --batch."""
+    """--output-stride, --input-size, --batch and --exported-size."""
     for name in ("output_stride", "batch"):
         value = getattr(options, name)
         if value is not None and (not _int(value) or value < 1):
             return f"{name} must be an int >= 1, not {value!r}"
+    if options.exported_size is not None:
+        problem = sizes_problem((options.exported_size,))
+        if problem is not None:
+            return f"exported_size: {problem}"
     if options.input_size is not None:
         problem = sizes_problem((options.input_size,))
         if problem is not None:

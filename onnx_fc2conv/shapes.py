@@ -111,7 +111,10 @@ def relax_inputs(
             batch, spatial = 0, tuple(range(2, 2 + rank))
         elif layout is not None:
             batch, spatial = layout.batch, layout.spatial
-            group = sizes.setdefault(tuple(old[a] for a in spatial), len(sizes) + 1)
+            exported = tuple(old[a] for a in spatial)
+            named = all(own_name(d) for d in exported)  # keeps its own names: takes no configured ones
+            same_rank = [key for key in sizes if len(key) == len(exported)]
+            group = 1 if named else sizes.setdefault(exported, len(same_rank) + 1)
             spatial_names = [n if group == 1 else f"{n}_{group}" for n in names.spatial(len(spatial))]
             configured = dict(zip(spatial, spatial_names, strict=True))
             if batch is not None:

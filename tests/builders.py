@@ -324,19 +324,19 @@ def big_input(shape: Sequence[int], seed: int = 123, dtype=np.float32) -> np.nda
 
 def two_map_model() -> onnx.ModelProto:
     """Two heads on maps of different sizes and an output onnxruntime's symbolic shape inference
-    cannot follow (com.microsoft `FusedConv`), so every output dim is named by its position:
+    cannot follow (com.microsoft `FusedMatMul`), so every output dim is named by its position:
     `input [1, 3, 8, 8] -> Conv 2x2 -> Relu` -> `Flatten -> Gemm` ('fine', a map of h - 7, w - 7)
-    and `MaxPool 2x2 / 2 -> Flatten -> Gemm` ('coarse', a map of (h - 1) // 2 - 2); `FusedConv`
-    of the input ('side', h x w)."""
+    and `MaxPool 2x2 / 2 -> Flatten -> Gemm` ('coarse', a map of (h - 1) // 2 - 2); a 1x1 Conv of
+    the input times its own transpose ('side', `FusedMatMul(c, c, transB=1)`, 2 x h x h)."""
     g = GraphBuilder()
     x = g.input("input", [1, 3, 8, 8])
     y = backbone(g, x, 3, 4)
     pooled = g.op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2])
     g.output(gemm(g, g.op("Flatten", [y], axis=1), 4 * 7 * 7, 5), "fine", shape=[1, 5])
     g.output(gemm(g, g.op("Flatten", [pooled], axis=1), 4 * 3 * 3, 5), "coarse", shape=[1, 5])
-    side = g.op("FusedConv", [x, g.const("side_w", g.rand((2, 3, 1, 1)))], activation="Relu")
-    g.output(side, "side", shape=[1, 2, 8, 8])
+    side = g.op("Conv", [x, g.const("side_w", g.rand((2, 3, 1, 1)))], kernel_shape=[1, 1])
+    g.output(g.op("FusedMatMul", [side, side], transB=1), "side", shape=[1, 2, 8, 8])
     model = g.build(check=False)
-    next(n for n in model.graph.node if n.op_type == "FusedConv").domain = "com.microsoft"
+    next(n for n in model.graph.node if n.op_type == "FusedMatMul").domain = "com.microsoft"
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model

@@ -69,7 +69,7 @@ def test_one_symbol_on_two_outputs_of_different_sizes_fails() -> None:
 def test_an_output_without_a_reference_holds_to_its_declaration_at_larger_sizes() -> None:
     original = two_map_model()
     converted = onnx_fc2conv.convert(original, ConvertOptions(verify=False)).model
-    set_value_info_dims(converted.graph.output[2], ["batch", 2, "height", 8])  # 'side' is the input's width
+    set_value_info_dims(converted.graph.output[2], ["batch", 2, "height", 8])  # 'side' is h x h
     report = onnx_fc2conv.verify(original, converted)
     failures = [(c.check, c.output, c.input_shape[2:]) for c in report.comparisons if not c.passed]
     assert failures == [("declared shape", "side", (12, 11)), ("declared shape", "side", (11, 15))]

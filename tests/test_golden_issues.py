@@ -41,6 +41,7 @@ CONVERTS = {
     "keras_reduce_mean_op18.onnx": (("batch", "height", "width", 3), "32+ x 32+", None),
     "keras_mobilenet_v1_head.onnx": (("batch", "height", "width", 3), "32+ x 32+", None),
     "keras_dense_on_map.onnx": (("batch", "height", "width", 3), "32+ x 32+", None),
+    "keras_dense_on_map_batch1.onnx": (("batch", "height", "width", 3), "32+ x 32+", "target [49, 16] -> [-1, 16]"),
     "ts_transform_input.onnx": (("batch", 3, "height", "width"), "32+ x 32+", None),
     "dynamo_transform_input.onnx": (("batch", 3, "height", "width"), "32+ x 32+", None),
 }
@@ -89,3 +90,24 @@ def test_a_dense_layer_on_the_channel_last_map_gives_a_class_map_in_dense_mode()
     rows = {(c.check, tuple(c.input_shape), tuple(c.shape)) for c in result.verification.comparisons}
     assert ("dense mean", (2, 32, 32, 3), (2, 10)) in rows
     assert ("larger size", (2, 48, 41, 3), (2, 10, 11, 9)) in rows
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_a_tensordot_exported_with_a_fixed_batch_follows_the_input(dense: bool) -> None:
+    """The same Dense on the map exported with a batch of 1: tf2onnx writes the Tensordot's targets as
+    constants `[49, 16]` and `[1, 7, 7, 12]`; both are rebuilt, and the head behind the Tensordot (or,
+    with --dense, on its map) is verified at batch 2 and two larger sizes."""
+    path = str(MODELS / "keras_dense_on_map_batch1.onnx")
+    result = onnx_fc2conv.convert(path, onnx_fc2conv.ConvertOptions(dense=dense))
+    assert [(f.node, f.change.split(" -> ")[0]) for f in result.backbone_fixes] == [
+        ("model/dense/Tensordot/Reshape", "target [49, 16]"),
+        ("model/dense/Tensordot", "target [1, 7, 7, 12]"),
+    ]
+    ops = [n.op_type for n in result.model.graph.node]
+    assert ops[-3:] == (["Relu", "Transpose", "Conv"] if dense else ["Transpose", "ReduceMean", "Conv"])
+    rows = {(c.check, tuple(c.input_shape), tuple(c.shape)) for c in result.verification.comparisons}
+    first = "dense mean" if dense else "same size"
+    assert (first, (2, 32, 32, 3), (2, 10)) in rows
+    larger = (2, 10, 11, 9) if dense else (2, 10, 1, 1)
+    assert ("larger size", (2, 48, 41, 3), larger) in rows
+    assert result.verification.passed

@@ -67,7 +67,7 @@ def test_one_bad_head_refuses_the_whole_model() -> None:
     g.output(g.op("LayerNormalization", [y, g.const("s", g.rand((M,)))], name="ln"), "out2")
     model = g.build()
     err = refused(model)
-    assert str(err).startswith("1 of 2 FC heads can be rewritten exactly: ")
+    assert str(err).startswith("1 of 2 FC heads cannot be rewritten exactly: ")
     assert err.reasons == ["bad: LayerNormalization 'ln' after the FC layers is not supported"]
     assert skipped(model) == [
         ("bad", Code.UNSUPPORTED_OP, "LayerNormalization 'ln' after the FC layers is not supported")

@@ -292,3 +292,31 @@ def test_a_head_behind_a_channel_last_global_pool_stays_on_the_pooled_vector() -
     assert "stays on the pooled vector as it is" in result.notices[0]
     assert {c.check for c in result.verification.comparisons} >= {"same size", "larger size"}
     assert result.verification.passed
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        "t = Pad(x, pads)",  # two channels more: the Conv's 5 are not the input's
+        "t = Slice(x, starts, ends, axes)",  # the first 5 channels of any number
+    ],
+)
+def test_a_channel_count_changed_on_the_way_pins_nothing(step: str) -> None:
+    model = _with_weights(
+        f"""
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N, C, 9, 8] x) => (float[N, 4] y) {{
+          {step}
+          f = Conv<kernel_shape = [3, 3], strides = [2, 2]>(t, w)
+          fl = Flatten(f)
+          y = Gemm<transB = 1>(fl, fc)
+        }}""",
+        pads=np.array([0, 1, 0, 0, 0, 1, 0, 0], np.int64),
+        starts=np.array([0], np.int64),
+        ends=np.array([5], np.int64),
+        axes=np.array([1], np.int64),
+        w=RNG.standard_normal((6, 5, 3, 3)).astype(np.float32),
+        fc=RNG.standard_normal((4, 6 * 4 * 3)).astype(np.float32),
+    )
+    result = onnx_fc2conv.convert(model, onnx_fc2conv.ConvertOptions(verify=False))
+    assert [r.new_shape for r in result.relaxed_inputs] == [("N", "C", "height", "width")]

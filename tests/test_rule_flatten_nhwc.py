@@ -84,3 +84,31 @@ def test_nhwc_transpose_used_elsewhere_is_refused() -> None:
     )
     assert err.reasons == [f"fc: {reason}"]
     assert skipped(model) == [("fc", Code.CHANNEL_LAST_SHARED, reason)]
+
+
+def _qdq_after_transpose(h: int, w: int, pooled: bool = False) -> onnx.ModelProto:
+    """onnxruntime's optimizer moves a per-tensor QuantizeLinear -> DequantizeLinear pair after the
+    channel-last Transpose, between it and the flatten."""
+    g = GraphBuilder(opset=13)
+    x = g.input("input", [1, 2, h, w])
+    feat = backbone(g, x, 2, C)
+    feat = g.op("GlobalAveragePool", [feat]) if pooled else feat
+    nhwc = g.op("Transpose", [feat], perm=[0, 2, 3, 1], name="to_nhwc")
+    scale, zero = g.const("scale", np.array(0.05, np.float32)), g.const("zero", np.array(0, np.uint8))
+    q = g.op("DequantizeLinear", [g.op("QuantizeLinear", [nhwc, scale, zero]), scale, zero])
+    flat = g.op("Reshape", [q, g.const("target", np.array([1, -1], np.int64))])
+    features = C if pooled else C * (h - 1) * (w - 1)
+    g.output(matmul(g, flat, features, M), shape=[1, M])
+    return g.build()
+
+
+def test_a_channel_last_transpose_behind_a_qdq_pair_is_refused_not_misread() -> None:
+    """Read as channel-first, the map [N, H, W, C] would give a kernel of H channels: exact at the
+    exported size only (a map 1 x 1 only there included). Refused, naming the Transpose and what
+    lies between; behind a global pool the map is 1 x 1 at every size and converts."""
+    for h, w in [(5, 6), (2, 2)]:
+        [(_, code, reason)] = skipped(_qdq_after_transpose(h, w))
+        assert code == Code.CHANNEL_LAST_SHARED
+        assert reason.startswith("Transpose 'to_nhwc' moves the channels last before QuantizeLinear ")
+    assert str(refused(_qdq_after_transpose(5, 6))).startswith("no FC head can be rewritten exactly: Transpose")
+    assert convert(_qdq_after_transpose(5, 6, pooled=True)).verification.passed

@@ -184,3 +184,13 @@ def test_dequantized_outputs_may_move_one_scale_on_a_few_elements_only() -> None
     assert c.passed
     c = compare(b + scale, b, Tolerance(), check="same size", output="y", input_shape=(2, 3), unit=scale)
     assert not c.passed and c.note.startswith("400 of 400 quantized values are one unit away")
+
+
+def test_a_small_quantized_output_may_move_one_value_an_image() -> None:
+    q = np.arange(20, dtype=np.uint8).reshape(2, 10)
+    one_each = q.copy()
+    one_each[:, 3] += 1
+    assert compare(one_each, q, Tolerance(), check="same size", output="y", input_shape=(2, 3), unit=1.0).passed
+    three = q.copy()
+    three[0, :3] += 1
+    assert not compare(three, q, Tolerance(), check="same size", output="y", input_shape=(2, 3), unit=1.0).passed

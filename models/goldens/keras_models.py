@@ -232,3 +232,14 @@ def keras_dense_on_map(inputs: keras.KerasTensor) -> keras.Model:
     x = layers.Dense(12, activation="relu")(x)  # a Dense on [N, 7, 7, 16]: each location alone
     x = layers.GlobalAveragePooling2D()(x)
     return keras.Model(inputs, layers.Dense(NUM_CLASSES)(x))
+
+
+@tf2onnx(
+    "keras_dense_on_map_batch1.onnx",
+    (1, 32, 32, 3),
+    13,
+    "Dense on the NHWC map exported with a fixed batch of 1: Tensordot with constant targets [49, 16], [1, 7, 7, 12]",
+    issue=11,
+)
+def keras_dense_on_map_batch1(inputs: keras.KerasTensor) -> keras.Model:
+    return keras_dense_on_map(inputs)

@@ -41,7 +41,8 @@ class BackboneContext:
 def resolves(dims: list[int], in_shape: tuple | None, allowzero: bool = False) -> bool:
     """A Reshape target that fits an input of `in_shape` (0 copies a dim, -1 takes the rest). A
     symbolic batch (axis 0) is taken as 1: with a -1 the batch only scales what it takes, and
-    without one a target that fits pins the batch alone (batch.py judges that)."""
+    without one a target that fits pins the batch alone (batch.py judges that). At the probe size
+    the spatial dims are numbers, so a symbol on axis 0 is the batch (verification checks the rest)."""
     if in_shape and isinstance(in_shape[0], str):
         in_shape = (1, *in_shape[1:])
     if in_shape is None or not all(isinstance(d, int) for d in in_shape):

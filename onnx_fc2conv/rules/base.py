@@ -33,6 +33,7 @@ class Code(str, Enum):
     SHARED_FLATTEN = "shared-flatten"
     NOT_FLATTENED = "not-flattened"
     UNKNOWN_SHAPE = "unknown-shape"
+    SYMBOLIC_SIZE = "symbolic-size"
     NOT_A_MAP = "not-a-map"
     FLATTEN_AXIS = "flatten-axis"
     RESHAPE_NOT_FLATTEN = "reshape-not-flatten"

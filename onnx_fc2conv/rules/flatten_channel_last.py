@@ -7,9 +7,8 @@ transA=0), `Reshape` back to `[N, H, W, K]` (the same leading dims), its bias an
 Row `(n*H + h)*W + w` of the `[N*H*W, C]` matrix is location `(n, h, w)`, so the round trip maps each
 location's channels alone: its output has the axes of its input (batch, spatial, channel), K
 channels instead of C. Elementwise ops and constants that broadcast along the last axis keep the
-axes too, and so does an elementwise op joining branches from one such tensor (a GELU). A reduce
-over axes `1..r-2` of such a tensor is a global pool: the same values as a reduce over axes `2..`
-of its Transpose back to `[N, K, H, W]`, which the rewrite adds.
+axes too. A reduce over axes `1..r-2` of such a tensor is a global pool: the same values as a
+reduce over axes `2..` of its Transpose back to `[N, K, H, W]`, which the rewrite adds.
 
 The round trip is judged on what it does: the first Reshape must keep the last axis and merge the
 others (its output is `[P, C]`), the weight must be `[C, K]` on that axis, and the second Reshape
@@ -43,6 +42,8 @@ class Tensordot:
     merge: gs.Node  # the Reshape to [P, C]
     fc: gs.Node
     restore: gs.Node  # the Reshape back to [*leading, K]
+    before: tuple[gs.Node, ...] = ()  # elementwise ops on the rows, each row alone, before the FC
+    after: tuple[gs.Node, ...] = ()  # and after it
 
     @property
     def source(self) -> gs.Tensor:
@@ -50,7 +51,7 @@ class Tensordot:
 
     @property
     def nodes(self) -> tuple[gs.Node, ...]:
-        return self.merge, self.fc, self.restore
+        return self.merge, *self.before, self.fc, *self.after, self.restore
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,7 +78,7 @@ def channel_last_map(tensor: gs.Tensor, rank: int) -> ChannelLast | None:
             through.extend(reversed(dot.nodes))
             tensor = dot.source
             continue
-        data = _keeps_last_axis(node, rank)
+        data = keeps_last_axis(node, rank)
         if data is None:
             joined = _joined(node, rank)
             return None if joined is None else ChannelLast(joined.map, (*joined.through, node, *reversed(through)))
@@ -89,7 +90,7 @@ def channel_last_map(tensor: gs.Tensor, rank: int) -> ChannelLast | None:
 def _joined(node: gs.Node, rank: int) -> ChannelLast | None:
     """An elementwise op of several tensors of its output's shape, each per-location layers on the
     same channel-last map (tf2onnx's GELU: `x * 0.5 * (1 + erf(x / sqrt(2)))`, two branches from x):
-    a per-location layer on that map too."""
+    a per-location layer on that map too, so a reduce behind it is still a global pool."""
     data = [t for t in node.inputs if t.name and constant_shape(t) is None]
     out = shape(node.outputs[0]) if len(node.outputs) == 1 else None
     if node.op not in _BROADCASTING or len(data) < 2 or out is None or any(shape(t) != out for t in data):
@@ -105,13 +106,60 @@ def tensordot_fc(node: gs.Node) -> bool:
     """`node` is the FC of a Tensordot on a channel-last map: a layer of the backbone (it maps each
     location alone), no head. (On a token sequence it stays a candidate: tokens.py counts it.)"""
     found = users(node.outputs[0]) if node.op in ("MatMul", "Gemm") and node.outputs else []
+    for _ in range(_MAX_STEPS):  # past per-row ops to the Reshape back
+        if len(found) != 1 or keeps_last_axis(found[0], 2) is None:
+            break
+        found = users(found[0].outputs[0])
     try:
         dot = tensordot(found[0]) if len(found) == 1 else None
         if dot is None or dot.fc is not node:
             return False
-        return channel_last_map(dot.source, len(shape(dot.source) or ())) is not None
+        rank = len(shape(dot.source) or ())
+        return channel_last_map(dot.source, rank) is not None or _per_location_of_channel_last(dot.source, rank)
     except Refusal:
         return False
+
+
+_MAX_NODES = 256
+
+
+def _per_location_of_channel_last(tensor: gs.Tensor, rank: int) -> bool:
+    """Every path up from `tensor` (rank 4+) passes per-location layers only (elementwise ops of
+    tensors of its shape, such as GELU's `x * (1 + erf(x))`, Tensordots) to a channel-last Transpose."""
+    if rank < 4:
+        return False  # a token sequence stays a candidate
+    stack, seen = [tensor], set()
+    while stack:
+        node = producer(stack.pop())
+        if node is None or len(seen) > _MAX_NODES:
+            return False
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op == "Transpose" and tuple(node.attrs.get("perm", ())) == channel_last_perm(rank):
+            continue
+        dot = tensordot(node)
+        data = [dot.source] if dot is not None else _per_location_inputs(node, rank)
+        if not data:
+            return False
+        stack.extend(data)
+    return True
+
+
+def _per_location_inputs(node: gs.Node, rank: int) -> list[gs.Tensor]:
+    """The data inputs of an elementwise op whose data inputs all have its output's shape and whose
+    constants broadcast along the last axis only (none: another op)."""
+    data = [t for t in node.inputs if t.name and constant_shape(t) is None]
+    out = shape(node.outputs[0]) if len(node.outputs) == 1 else None
+    if not data or out is None or any(shape(t) != out for t in data):
+        return []
+    if node.op not in Elementwise.ops and node.op not in _BROADCASTING:
+        return []
+    for t in node.inputs:
+        dims = constant_shape(t) if t.name else None
+        if dims is not None and (len(dims) > rank or any(d != 1 for d in ((1,) * (rank - len(dims)) + dims)[:-1])):
+            return []
+    return data
 
 
 def channel_first(graph: gs.Graph, tensor: gs.Tensor) -> gs.Variable:
@@ -132,17 +180,17 @@ def tensordot(restore: gs.Node) -> Tensordot | None:
     on a rank-3+ tensor; Refusal when it ends one that is not pointwise on the last axis."""
     if restore.op != "Reshape":
         return None
-    fc = producer(restore.inputs[0])
+    fc, after = _past_per_row_ops(restore.inputs[0])
     if fc is None or fc.op not in ("MatMul", "Gemm") or len(users(fc.outputs[0])) != 1:
         return None
-    merge = producer(fc.inputs[0])
+    merge, before = _past_per_row_ops(fc.inputs[0])
     weight = constant_shape(fc.inputs[1]) if len(fc.inputs) > 1 else None
     if merge is None or merge.op != "Reshape" or weight is None or len(weight) != 2:
         return None
     source = shape(merge.inputs[0])
     if source is None or len(source) < 3 or len(users(merge.outputs[0])) != 1:
         return None
-    dot = Tensordot(merge, fc, restore)
+    dot = Tensordot(merge, fc, restore, before, after)
     _check(dot, source, weight)
     return dot
 
@@ -173,11 +221,25 @@ def _check(dot: Tensordot, source: tuple, weight: tuple[int, ...]) -> None:
         )
 
 
+def _past_per_row_ops(rows: gs.Tensor) -> tuple[gs.Node | None, tuple[gs.Node, ...]]:
+    """The producer of `rows` up past elementwise ops that map each row alone (each the only user
+    of its input), and those ops in graph order."""
+    passed: list[gs.Node] = []
+    node = producer(rows)
+    for _ in range(_MAX_STEPS):
+        data = keeps_last_axis(node, 2) if node is not None else None
+        if data is None or len(users(data)) != 1:
+            break
+        passed.append(node)
+        node = producer(data)
+    return node, tuple(reversed(passed))
+
+
 def _per_feature(dims: tuple[int, ...], width: int) -> bool:
     return math.prod(dims) == 1 or per_feature_shape(dims, width)
 
 
-def _keeps_last_axis(node: gs.Node, rank: int) -> gs.Tensor | None:
+def keeps_last_axis(node: gs.Node, rank: int) -> gs.Tensor | None:
     """The data input of an op that maps each location's channel vector alone and keeps its shape:
     elementwise with scalar constants, or a constant that broadcasts along the last axis only."""
     data = [t for t in node.inputs if t.name and constant_shape(t) is None]

@@ -14,7 +14,9 @@ leaves a margin of 40x; one changed weight of its head still exceeds the bound 2
 matters for outputs whose values are all close to zero.
 
 Half precision rounds every partial sum, so fp16 and bf16 outputs get both tolerances scaled up
-(and `atol` multiplied by the output's largest magnitude, when above 1).
+(and `atol` multiplied by the output's largest magnitude, when above 1). So do float32 outputs of a
+model that computes in half precision inside (float16 weights between float32 inputs and outputs,
+as `convert_float_to_float16(..., keep_io_types=True)` writes them): `compute` names that type.
 
 Each comparison records the bound it was held to (`allowed`) and its error as a fraction of that
 bound (`ratio`, at most 1 to pass); `max_rel` is the error relative to the output's largest
@@ -37,12 +39,15 @@ class Tolerance:
 
     rtol: float = 1e-4
     atol: float = 1e-5
+    compute: str = ""  # "float16" / "bfloat16": the model computes in it, whatever its outputs' type
 
     def for_dtype(self, dtype: np.dtype, scale: float = 1.0) -> tuple[float, float]:
         """(rtol, atol) for an output of `dtype` whose largest magnitude is `scale`."""
-        if dtype == np.float16:
+        if not np.issubdtype(dtype, np.floating) and dtype.name != "bfloat16":
+            return self.rtol, self.atol
+        if dtype == np.float16 or self.compute == "float16":
             return self.rtol * 100, self.atol * 100 * max(1.0, scale)
-        if dtype.name == "bfloat16":
+        if dtype.name == "bfloat16" or self.compute == "bfloat16":
             return self.rtol * 500, self.atol * 1000 * max(1.0, scale)
         return self.rtol, self.atol
 
@@ -54,7 +59,7 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class Comparison:
-    check: str  # "same size" | "larger size" | "dense mean"
+    check: str  # "same size" | "larger size" | "dense mean" | "declared shape" | "independence" | "batch"
     output: str
     input_shape: tuple[int, ...]
     shape: tuple[int, ...]
@@ -99,7 +104,8 @@ def compare(
         diff = np.abs(actual.astype(np.int64) - expected.astype(np.int64))
         worst = float(diff.max())
         if unit > 0:  # quantized values: one unit of rounding, on a few elements
-            note = "quantized values differ" if worst > unit else _too_many_rounded(diff > 0)
+            images = int(input_shape[0]) if input_shape else 1
+            note = "quantized values differ" if worst > unit else _too_many_rounded(diff > 0, images)
             return result(worst, worst, not note, note, unit, worst / unit)
         equal = worst == 0
         return result(worst, worst, equal, "" if equal else "indices differ", 0.0, 0.0 if equal else math.inf)
@@ -124,20 +130,20 @@ def compare(
         if ratio > worst[0]:
             worst = (ratio, allowed, rel)
     ratio, allowed, rel = worst
-    note = _too_many_rounded(np.stack(rounded)) if unit > 0 and ratio <= 1.0 else ""
+    note = _too_many_rounded(np.stack(rounded), len(rounded)) if unit > 0 and ratio <= 1.0 else ""
     return result(max_abs, rel, ratio <= 1.0 and not note, note, allowed, ratio)
 
 
 # Rounding order moves a quantized value only where it lies on a rounding boundary: one element in
-# a hundred at the most (every golden measures none); a systematic unit off (a zero point, a bias
-# rounded twice) moves most of them.
+# a hundred at the most, or one an image (every golden measures none); a systematic unit off (a
+# zero point, a bias rounded twice) moves most of them.
 ROUNDED_SHARE = 0.01
 
 
-def _too_many_rounded(moved: np.ndarray) -> str:
+def _too_many_rounded(moved: np.ndarray, images: int) -> str:
     """Why the elements one unit away are too many to be rounding order, or ""."""
     count, total = int(np.count_nonzero(moved)), int(moved.size)
-    if count <= max(1, int(total * ROUNDED_SHARE)):
+    if count <= max(images, int(total * ROUNDED_SHARE)):
         return ""
     return f"{count} of {total} quantized values are one unit away: more than rounding order moves"
 

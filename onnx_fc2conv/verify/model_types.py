@@ -51,3 +51,19 @@ def graph_inputs(model: onnx.ModelProto) -> dict[str, TensorType]:
         if vi.name not in weights and found is not None:
             out[vi.name] = found
     return out
+
+
+_HALF = {onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.BFLOAT16: "bfloat16"}
+
+
+def half_precision(model: onnx.ModelProto) -> str:
+    """The half-precision type the main graph computes in ("float16" before "bfloat16"), "" for none:
+    from its weights and the types it casts to."""
+    graph = model.graph
+    found = {t.data_type for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Cast":
+            found.update(a.i for a in node.attribute if a.name == "to")
+        elif node.op_type == "Constant":
+            found.update(a.t.data_type for a in node.attribute if a.name == "value")
+    return next((name for elem, name in _HALF.items() if elem in found), "")

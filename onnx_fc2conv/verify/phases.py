@@ -6,7 +6,8 @@
 2. Batch: where the converted model's batch is symbolic, the same at batch 2, whatever the
    original's batch. Where the original's batch is fixed (or it cannot run two images at once),
    its reference is the original run image by image, concatenated; a failure there is split into
-   the rewrite and the runtime's batch noise (batch_noise.py). A converted model that keeps a
+   the rewrite, the images' independence and the runtime's batch noise (batch_noise.py; at the
+   larger sizes too). A converted model that keeps a
    fixed batch is verified at that batch only, and a note says so.
 3. Dense mean: in dense mode, a linear head's map averaged over its cells equals the original's
    pooled output (at every batch above); a nonlinear one cannot, and a note says so.
@@ -24,8 +25,7 @@ nothing fails (VerificationReport.passed).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -38,9 +38,10 @@ from .batch_noise import split_batch_noise
 from .compare import Comparison, PhaseResult, Tolerance, VerificationReport, compare, failed
 from .declared import Declared
 from .inputs import Inputs, ModelInput, default_sizes, model_inputs, random_value
+from .model_types import half_precision
 from .quantized_units import output_units, unit_notes
 from .reference import HeadsReference, WholeModelReference, run_original
-from .sessions import RunError, mapped, run, run_in_chunks, session
+from .sessions import RunError, mapped, run, session
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Setup:
     ) -> Setup:
         plan = model_inputs(original, converted, {h.feature for h in heads if h.reads_input})
         rng = np.random.default_rng(options.seed)
+        if not options.tolerance.compute:  # float32 outputs of half-precision arithmetic
+            options = replace(options, tolerance=replace(options.tolerance, compute=half_precision(original)))
         return cls(original, converted, heads, options, plan, rng, Declared(converted))
 
     @property
@@ -119,9 +122,8 @@ def run_original_at(setup: Setup, orig_sess: ort.InferenceSession, batch: int) -
     result = BatchRun(batch, input_shape, feeds)
     log.info("verify: same size, batch %d", batch)
     try:
-        result.expected, note = run_original(orig_sess, feeds, setup.plan.original_batch)
+        result.expected, note, result.chunk = run_original(orig_sess, feeds, setup.plan.original_batch)
         result.notes += [note] if note else []
-        result.chunk = (setup.plan.original_batch or 1) if note else None
     except RunError as exc:
         result.failure = str(exc)
     return result
@@ -176,16 +178,15 @@ def same_size(setup: Setup, batch_run: BatchRun) -> PhaseResult:
     return result
 
 
-def same_size_in_chunks(setup: Setup, conv_sess: ort.InferenceSession, batch_run: BatchRun) -> PhaseResult:
+def same_size_split(setup: Setup, conv_sess: ort.InferenceSession, batch_run: BatchRun) -> PhaseResult:
     """same_size(); where it fails against an original run in chunks, the failures are split into
-    the rewrite and the runtime's batch noise (batch_noise.py)."""
+    the rewrite, the images' independence and the runtime's batch noise (batch_noise.py)."""
     found = same_size(setup, batch_run)
     feeds, batch_run.feeds = batch_run.feeds, {}
     if batch_run.chunk and feeds:
-        feeds, chunk, tol = _converted_feeds(setup.plan.inputs, feeds), batch_run.chunk, setup.options.tolerance
-        run_chunks = partial(run_in_chunks, conv_sess, feeds, "the converted model", chunk)
+        runs = (conv_sess, _converted_feeds(setup.plan.inputs, feeds), batch_run.chunk)
         found.comparisons, notes = split_batch_noise(
-            found.comparisons, batch_run.expected, batch_run.actual, run_chunks, chunk, tol, setup.units
+            found.comparisons, batch_run.expected, batch_run.actual, runs, setup.options.tolerance, setup.units
         )
         found.notes += notes
     return found
@@ -199,7 +200,7 @@ def larger_batch(setup: Setup, conv_sess: ort.InferenceSession, later_runs: list
         return PhaseResult(notes=[note])
     result = PhaseResult()
     for batch_run in later_runs:
-        found = same_size_in_chunks(setup, conv_sess, batch_run)
+        found = same_size_split(setup, conv_sess, batch_run)
         result.comparisons += found.comparisons
         result.notes += found.notes
     return result
@@ -313,8 +314,8 @@ def larger_sizes(setup: Setup, conv_sess: ort.InferenceSession, larger: LargerSi
                 )
         chunk = reference.chunk(x)
         if chunk:  # the original ran in chunks: the runtime's batch noise is told apart
-            run_chunks = partial(run_in_chunks, conv_sess, {larger.input_name: x}, "the converted model", chunk)
-            found, notes = split_batch_noise(found, expected, actual, run_chunks, chunk, tol, units)
+            runs = (conv_sess, {larger.input_name: x}, chunk)
+            found, notes = split_batch_noise(found, expected, actual, runs, tol, units)
             result.notes += notes
         result.comparisons += found
     result.notes += reference.notes
@@ -355,7 +356,7 @@ def converted_phases(
     conv_sess = session(conv_model)
     for batch_run in runs:
         run_converted_at(setup, conv_sess, batch_run)
-    first = same_size_in_chunks(setup, conv_sess, runs[0])
+    first = same_size_split(setup, conv_sess, runs[0])
     phases = [first, larger_batch(setup, conv_sess, runs[1:]), dense_mean(setup, runs)]
     runs.clear()  # the outputs are compared; a dense map can be large
     return [*phases, larger_sizes(setup, conv_sess, larger)]

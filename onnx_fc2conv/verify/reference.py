@@ -13,6 +13,7 @@ note says so; the whole-graph reference has no such stand-in and skips the check
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import onnx
@@ -47,14 +48,16 @@ def run_batch(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], what: st
 
 def run_original(
     sess: ort.InferenceSession, feeds: dict[str, np.ndarray], fixed_batch: int | None
-) -> tuple[dict[str, np.ndarray], str | None]:
-    """The original model on a batch: at once, or by its fixed batch; and a note when not at once."""
+) -> tuple[dict[str, np.ndarray], str | None, int | None]:
+    """The original model on a batch: at once, or by its fixed batch; a note and the images per run
+    when not at once."""
     n = max((v.shape[0] for v in feeds.values() if v.ndim), default=1)
     if fixed_batch is None or fixed_batch == n:
-        return run_batch(sess, feeds, "the original model")
+        outs, note = run_batch(sess, feeds, "the original model")
+        return outs, note, 1 if note else None
     how = "image by image" if fixed_batch == 1 else f"{fixed_batch} images at a time"
     note = f"the original model's batch is fixed at {fixed_batch}: its outputs at batch {n} come from running it {how}"
-    return run_in_chunks(sess, feeds, "the original model", fixed_batch), note
+    return run_in_chunks(sess, feeds, "the original model", fixed_batch), note, fixed_batch
 
 
 class BackboneMaps:
@@ -109,16 +112,17 @@ class BackboneMaps:
         """The original backbone's maps, or why they cannot serve as the reference."""
         try:
             assert self.original is not None
-            maps, note = run_original(self.original, {self.input_name: x}, self.fixed_batch)
+            maps, note, chunk = run_original(self.original, {self.input_name: x}, self.fixed_batch)
         except RunError as exc:
             return f"cannot run at larger sizes ({exc.reason})"
         features = self._features(maps)
         pinned = [f for f in self.exported if self._pinned(f, features[f])]
         if pinned:
             return f"pins '{pinned[0]}' to its exported size {list(self.exported[pinned[0]][1:])} at larger inputs"
-        if note:
-            self.chunks[tuple(x.shape)] = self.fixed_batch or 1
-            self.notes += [] if note in self.notes else [note]
+        if chunk:
+            self.chunks[tuple(x.shape)] = chunk
+        if note and note not in self.notes:
+            self.notes.append(note)
         return features
 
     def _pinned(self, source: str, value: np.ndarray) -> bool:
@@ -141,6 +145,8 @@ def head_on_windows(head: Head, head_sess: ort.InferenceSession, feature: np.nda
     crops = []
     for index in np.ndindex(*grid):
         crop = feature[(slice(None), slice(None), *(slice(i, i + k) for i, k in zip(index, window, strict=True)))]
+        if crop.size != n * math.prod(ref_shape[1:]) and -1 not in ref_shape[1:]:  # a map read in another layout
+            raise RunError("the original head", f"window {list(crop.shape)} does not fit its input {ref_shape}")
         crops.append(crop.reshape([n, *ref_shape[1:]]))
     names = [o.name for o in head_sess.get_outputs()]
     try:
@@ -241,6 +247,7 @@ class WholeModelReference:
         self.exported = exported  # each output's shape at the original size, batch aside
         self.outputs = [o.name for o in original.graph.output]
         self.notes: list[str] = []
+        self.chunks: dict[tuple[int, ...], int] = {}  # input shapes the original ran in chunks of this
         whole = cut(original, tensor_types(original), inputs=[input_name], outputs=self.outputs, size_free=True)
         self.sess: ort.InferenceSession | None = session(whole)
 
@@ -252,20 +259,22 @@ class WholeModelReference:
         """The original's outputs at `x`; none (with a note) when it cannot run there."""
         assert self.sess is not None, "expected() after close()"
         try:
-            outs, note = run_original(self.sess, {self.input_name: x}, self.fixed_batch)
+            outs, note, chunk = run_original(self.sess, {self.input_name: x}, self.fixed_batch)
         except RunError as exc:
             self.notes.append(
                 f"{exc}; the converted model at {list(x.shape)} is not compared (without FC heads the original is "
                 "the only reference)"
             )
             return {}
+        if chunk:
+            self.chunks[tuple(x.shape)] = chunk
         if note:
             self.notes.append(note)
         return dict(outs)
 
     def chunk(self, x: np.ndarray) -> int | None:
-        """The images per run of the original at `x`, when it could not run them at once."""
-        return self.fixed_batch if self.fixed_batch not in (None, x.shape[0]) else None
+        """The images per run of the original at `x`, when it did not run them at once."""
+        return self.chunks.get(tuple(x.shape))
 
     def keep(self, name: str, expected: np.ndarray, actual: np.ndarray) -> bool:
         """False (with a note) for an output the original pins to its exported shape."""
