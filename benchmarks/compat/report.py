@@ -39,6 +39,8 @@ def cause_of(result: str, detail: list[str], layout: str = "") -> str:
                 "refused: a head on a fixed-length token sequence "
                 "(class token or pooled tokens: attention or token mixing over a fixed count)"
             )
+        if first.startswith("backbone:") and re.search(r"from running at other sizes", first):
+            return "refused: a backbone node pins the size in the export (the export itself fails at the larger size)"
         if "not from a flattened feature map" in text:
             return "refused: an op between the pool/flatten and the FC layers"
         if re.search(r"bakes|pins|(cannot run|from running) at other sizes|fixed shape|runs only at its", text):
