@@ -264,3 +264,55 @@ def test_the_larger_size_reference_runs_a_fixed_batch_backbone_image_by_image() 
     assert report.passed, report
     larger = [c for c in report.comparisons if c.check == "larger size"]
     assert len(larger) == 2 and all(c.shape[0] == 2 and c.max_abs < 1e-5 for c in larger)
+
+
+def test_a_dense_mean_against_an_original_run_image_by_image_is_split_too() -> None:
+    """The cell mean of a map that follows the batch size alone (runtime noise) passes once split;
+    the rows compare cell means."""
+    from onnx_fc2conv.verify.batch_noise import cell_mean, split_batch_noise
+    from onnx_fc2conv.verify.compare import Tolerance, compare
+
+    g = GraphBuilder(opset=18)
+    x = g.input("input", ["N", C])
+    batch_axis = g.const("batch_axis", np.array([0], np.int64))
+    ones = g.op(
+        "Add", [g.op("Mul", [x, g.const("zero", np.array(0, np.float32))]), g.const("one", np.array(1, np.float32))]
+    )
+    factor = g.op(
+        "Add",
+        [
+            g.op("Mul", [g.op("ReduceSum", [ones, batch_axis]), g.const("eps", np.array(4e-4, np.float32))]),
+            g.const("base", np.array(1 - 4e-4, np.float32)),
+        ],
+    )
+    scaled = g.op("Mul", [x, factor])  # x * (1 + eps * (N - 1))
+    cells = g.op(
+        "Expand",
+        [
+            g.op("Unsqueeze", [scaled, g.const("axes", np.array([2, 3], np.int64))]),
+            g.const("map", np.array([1, 1, 2, 3], np.int64)),
+        ],
+    )
+    g.output(cells, shape=["N", C, 2, 3])
+    sess = ort.InferenceSession(g.build().SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"input": np.random.default_rng(0).standard_normal((2, C)).astype(np.float32) + 3}
+    expected = {"output": feeds["input"]}
+    actual = run(sess, feeds, "map")
+    found = [
+        compare(
+            cell_mean(actual["output"], expected["output"]),
+            expected["output"],
+            Tolerance(),
+            check="dense mean",
+            output="output",
+            input_shape=(2, C),
+        )
+    ]
+    assert not found[0].passed  # over the usual bound at batch 2
+    rows, notes = split_batch_noise(found, expected, actual, (sess, feeds, 1), Tolerance(), {}, cell_mean)
+    assert [(c.check, c.passed, c.shape) for c in rows] == [
+        ("dense mean", True, (2, C)),
+        ("independence", True, (1, C)),
+        ("batch", True, (2, C)),
+    ]
+    assert rows[0].max_abs < 1e-6 and len(notes) == 1

@@ -24,7 +24,7 @@ which must pass:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnxruntime as ort
@@ -35,9 +35,17 @@ from .sessions import RunError, run, run_in_chunks
 BATCH_NOISE_FACTOR = 10.0
 
 
+def cell_mean(output: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """A dense map averaged over its cells (the axes beyond the reference's): what a linear dense
+    head's map is compared by."""
+    axes = tuple(range(reference.ndim, output.ndim))
+    return output.mean(axis=axes, dtype=np.float64).astype(reference.dtype)
+
+
 def needs_split(c: Comparison) -> bool:
     """A comparison with the original that failed on its numbers (not on a run, a shape or a NaN)."""
-    return c.check in ("same size", "larger size") and not c.passed and math.isfinite(c.ratio) and not c.note
+    checks = ("same size", "larger size", "dense mean")
+    return c.check in checks and not c.passed and math.isfinite(c.ratio) and not c.note
 
 
 def split_batch_noise(
@@ -47,10 +55,12 @@ def split_batch_noise(
     runs: tuple[ort.InferenceSession, dict[str, np.ndarray], int],
     tol: Tolerance,
     units: dict[str, float],
+    view: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[list[Comparison], list[str]]:
     """`found` with each numeric failure replaced by its three rows (see module docstring), and a
     note; unchanged, without notes, when nothing is split or the converted model cannot run so.
-    `runs`: the converted model's session, the feeds of the whole batch and the reference's chunk."""
+    `runs`: the converted model's session, the feeds of the whole batch and the reference's chunk;
+    `view`: what of a converted output is compared with the reference (a dense map's mean)."""
     split = [c for c in found if needs_split(c) and isinstance(expected.get(c.output), np.ndarray)]
     if not split:
         return found, []
@@ -68,9 +78,10 @@ def split_batch_noise(
         if c not in split:
             comparisons.append(c)
             continue
-        reference, whole = expected[c.output], actual[c.output]
-        mine, alone = in_chunks[c.output], first_alone[c.output]
+        reference = expected[c.output]
         assert isinstance(reference, np.ndarray)
+        seen = (a[c.output] for a in (actual, in_chunks, first_alone))
+        whole, mine, alone = (view(a, reference) for a in seen) if view else seen
         if mine.size == whole.size == reference.size:  # the rows show the original's shape
             mine, whole, alone = (a.reshape(reference.shape) for a in (mine, whole, alone))
         where = {"output": c.output, "input_shape": c.input_shape, "unit": units.get(c.output, 0.0)}

@@ -34,7 +34,7 @@ import onnxruntime as ort
 from ..errors import one_line
 from ..heads import Head
 from ..shapes import check_graph
-from .batch_noise import split_batch_noise
+from .batch_noise import cell_mean, split_batch_noise
 from .compare import Comparison, PhaseResult, Tolerance, VerificationReport, compare, failed
 from .declared import Declared
 from .inputs import Inputs, ModelInput, default_sizes, model_inputs, random_value
@@ -182,14 +182,20 @@ def same_size_split(setup: Setup, conv_sess: ort.InferenceSession, batch_run: Ba
     """same_size(); where it fails against an original run in chunks, the failures are split into
     the rewrite, the images' independence and the runtime's batch noise (batch_noise.py)."""
     found = same_size(setup, batch_run)
-    feeds, batch_run.feeds = batch_run.feeds, {}
-    if batch_run.chunk and feeds:
-        runs = (conv_sess, _converted_feeds(setup.plan.inputs, feeds), batch_run.chunk)
-        found.comparisons, notes = split_batch_noise(
-            found.comparisons, batch_run.expected, batch_run.actual, runs, setup.options.tolerance, setup.units
-        )
-        found.notes += notes
+    found.comparisons, notes = _split_in_chunks(setup, conv_sess, batch_run, found.comparisons)
+    found.notes += notes
     return found
+
+
+def _split_in_chunks(
+    setup: Setup, conv_sess: ort.InferenceSession, batch_run: BatchRun, found: list[Comparison], view=None
+) -> tuple[list[Comparison], list[str]]:
+    if not (batch_run.chunk and batch_run.feeds):  # the original ran the whole batch: nothing to tell apart
+        return found, []
+    runs = (conv_sess, _converted_feeds(setup.plan.inputs, batch_run.feeds), batch_run.chunk)
+    return split_batch_noise(
+        found, batch_run.expected, batch_run.actual, runs, setup.options.tolerance, setup.units, view
+    )
 
 
 def larger_batch(setup: Setup, conv_sess: ort.InferenceSession, later_runs: list[BatchRun]) -> PhaseResult:
@@ -206,27 +212,30 @@ def larger_batch(setup: Setup, conv_sess: ort.InferenceSession, later_runs: list
     return result
 
 
-def dense_mean(setup: Setup, runs: list[BatchRun]) -> PhaseResult:
-    """Dense mode: a linear head's map, averaged over its cells, against the original's output."""
+def dense_mean(setup: Setup, conv_sess: ort.InferenceSession, runs: list[BatchRun]) -> PhaseResult:
+    """Dense mode: a linear head's map, averaged over its cells, against the original's output;
+    split as same_size_split() where the original ran in chunks."""
     result = PhaseResult()
     if setup.dense_outputs - setup.dense_mean_outputs:
         result.notes.append(
             "dense mode with a nonlinear head: the map is the head at every location and is, by design, "
             "not equal to the original's pooled output"
         )
+    tol = setup.options.tolerance
     for batch_run in runs:
+        found: list[Comparison] = []
         for name in [o for o in setup.outputs if o in setup.dense_mean_outputs]:
             if batch_run.skipped:
                 continue
             if batch_run.failure:
-                result.comparisons.append(failed("dense mean", name, batch_run.input_shape, batch_run.failure))
+                found.append(failed("dense mean", name, batch_run.input_shape, batch_run.failure))
                 continue
-            exp, got = batch_run.expected[name], batch_run.actual[name]
-            mean = got.mean(axis=tuple(range(exp.ndim, got.ndim)), dtype=np.float64).astype(exp.dtype)
-            tol = setup.options.tolerance
-            result.comparisons.append(
-                compare(mean, exp, tol, check="dense mean", output=name, input_shape=batch_run.input_shape)
-            )
+            exp = batch_run.expected[name]
+            mean = cell_mean(batch_run.actual[name], exp)
+            found.append(compare(mean, exp, tol, check="dense mean", output=name, input_shape=batch_run.input_shape))
+        found, notes = _split_in_chunks(setup, conv_sess, batch_run, found, cell_mean)
+        result.comparisons += found
+        result.notes += notes
     return result
 
 
@@ -357,7 +366,7 @@ def converted_phases(
     for batch_run in runs:
         run_converted_at(setup, conv_sess, batch_run)
     first = same_size_split(setup, conv_sess, runs[0])
-    phases = [first, larger_batch(setup, conv_sess, runs[1:]), dense_mean(setup, runs)]
+    phases = [first, larger_batch(setup, conv_sess, runs[1:]), dense_mean(setup, conv_sess, runs)]
     runs.clear()  # the outputs are compared; a dense map can be large
     return [*phases, larger_sizes(setup, conv_sess, larger)]
 
