@@ -60,3 +60,14 @@ def test_a_changed_weight_still_fails() -> None:
     else:
         raise AssertionError("no last-layer kernel found")
     assert not onnx_fc2conv.verify(original, converted).passed
+
+
+def test_a_stale_value_info_on_the_output_does_not_type_the_reference() -> None:
+    """convert_float_to_float16 leaves `value_info` entries saying float16 for the float32 output its
+    last Cast writes; the reference's cut of the original head takes the inferred type."""
+    model = _half_inside()
+    output = model.graph.output[0].name
+    model.graph.value_info.append(onnx.helper.make_tensor_value_info(output, TensorProto.FLOAT16, ["N", M]))
+    result = onnx_fc2conv.convert(model)
+    assert result.verification.passed
+    assert {c.check for c in result.verification.comparisons} >= {"same size", "larger size"}

@@ -83,7 +83,7 @@ def _cut_graph(
     for name in outputs:
         t = tensors[name]
         known = types.get(name)
-        if t.dtype is None and known is not None:
+        if known is not None:  # inferred, not as declared: a stale value_info may name another type
             t.dtype = onnx.helper.tensor_dtype_to_np_dtype(known.elem_type)
         t.shape = None
         new_outputs.append(t)
