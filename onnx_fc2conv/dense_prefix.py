@@ -33,9 +33,8 @@ from .fc import FcLayer
 from .graph import Edit, constant, constant_shape, is_output, node_label, producer, shape, sole_user, static_tail
 from .rules.base import Refusal, axes_of
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
-from .rules.flatten_channel_last import channel_last_map
 from .rules.flatten_pool import GLOBAL_POOLS, LINEAR_POOLS
-from .rules.flatten_reduce import SPATIAL_REDUCES
+from .rules.flatten_reduce import SPATIAL_REDUCES, map_spatial_axes
 from .rules.tail_elementwise import LINEAR, Elementwise
 
 if TYPE_CHECKING:
@@ -241,11 +240,8 @@ def _pools_all_spatial(node: gs.Node) -> bool:
     rank = len(shape(node.inputs[0]) or ())
     if rank < 4:
         return False
-    axes = axes_of(node, rank) or set()
-    if axes >= set(range(2, rank)):
-        return True
     try:
-        return axes >= set(range(1, rank - 1)) and channel_last_map(node.inputs[0], rank) is not None
+        return (axes_of(node, rank) or set()) >= map_spatial_axes(node, rank)
     except Refusal:  # channel-last through a Tensordot that is not pointwise: no image map
         return False
 

@@ -34,11 +34,11 @@ from .quantized import QDQ_OPS, refuse_inexact_quantization, refused_quantized_n
 from .rules import FLATTEN_RULES, tail_rules_for
 from .rules.base import Code, Refusal, TailOp, TailWalk
 from .rules.flatten_base import FlattenKind, FlattenMatch, Pool
-from .rules.flatten_channel_last import channel_first, tensordot_fc
+from .rules.flatten_channel_last import channel_first, channel_last_map, tensordot_fc
 from .rules.flatten_mlp import match_input
 from .rules.flatten_nhwc import absorb
 from .rules.flatten_pool import match_pool
-from .rules.flatten_reduce import SPATIAL_REDUCES, channel_last_source
+from .rules.flatten_reduce import SPATIAL_REDUCES
 from .rules.tail_elementwise import Elementwise
 from .rules.tail_per_feature import PerFeature
 
@@ -227,7 +227,7 @@ def _flatten_match(
 ) -> FlattenMatch:
     rank = len(src_shape)
     if node.op in SPATIAL_REDUCES:  # the pool is the flatten
-        found, source, channel_last = channel_last_source(node, rank), None, None
+        found, source, channel_last = channel_last_map(node.inputs[0], rank), None, None
         if found is not None and not found.through:
             src = source = found.map
         elif found is not None:  # through per-location layers: their output, transposed back

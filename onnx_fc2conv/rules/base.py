@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
 
+GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
+
+
 class Code(str, Enum):
     """Stable refusal codes (what a pipeline matches on; the reason is for people)."""
 

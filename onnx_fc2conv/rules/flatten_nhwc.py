@@ -13,7 +13,7 @@ import math
 import onnx_graphsurgeon as gs
 
 from ..graph import constant_shape, is_output, node_label, producer, shape, static_tail, users
-from .base import Code, Refusal
+from .base import GLOBAL_POOLS, Code, Refusal
 
 RULES: list = []  # a step of every flatten rule, called by the head walker
 
@@ -44,7 +44,6 @@ def absorb(graph: gs.Graph, flatten: gs.Node, src: gs.Tensor, src_shape: tuple, 
 
 
 _HIDING_STEPS = 8
-_GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
 
 
 def _refuse_hidden_transpose(src: gs.Tensor, rank: int, src_shape: tuple, fc_label: str) -> None:
@@ -58,7 +57,7 @@ def _refuse_hidden_transpose(src: gs.Tensor, rank: int, src_shape: tuple, fc_lab
         if node is None:
             return
         if node.op == "Transpose" and tuple(node.attrs.get("perm", ())) == channel_last_perm(rank):
-            pooled = getattr(producer(node.inputs[0]), "op", None) in _GLOBAL_POOLS  # 1 x 1 at every size
+            pooled = getattr(producer(node.inputs[0]), "op", None) in GLOBAL_POOLS  # 1 x 1 at every size
             if between and not pooled:
                 raise Refusal(
                     Code.CHANNEL_LAST_SHARED,

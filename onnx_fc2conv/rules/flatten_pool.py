@@ -9,12 +9,11 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..graph import producer, static_tail
-from .base import axes_of
+from .base import GLOBAL_POOLS, axes_of
 from .flatten_base import Pool
 from .flatten_reduce import SPATIAL_REDUCES
 
 RULES: list = []  # a step of the head walker
-GLOBAL_POOLS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
 LINEAR_POOLS = frozenset({"GlobalAveragePool", "ReduceMean", "ReduceSum"})
 
 

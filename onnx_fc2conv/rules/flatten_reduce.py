@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 from ..graph import node_label
 from .base import Code, Refusal, axes_of
 from .flatten_base import FlattenKind
-from .flatten_channel_last import ChannelLast, channel_last_map
+from .flatten_channel_last import channel_last_map
 
 SPATIAL_REDUCES = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceL2"})
 
@@ -28,12 +28,11 @@ class ReduceOp:
     def check(self, node: gs.Node, src_shape: tuple, fc_label: str) -> None:
         rank = len(src_shape)
         try:
-            found = channel_last_source(node, rank)
+            spatial = map_spatial_axes(node, rank)
         except Refusal as refusal:
             raise Refusal(
                 refusal.code, f"{refusal.reason}: {node_label(node)} before {fc_label} is no global pool"
             ) from None
-        spatial = set(range(2, rank)) if found is None else set(range(1, rank - 1))
         if node.attrs.get("keepdims", 1) or axes_of(node, rank) != spatial:
             raise Refusal(
                 Code.REDUCE_NOT_SPATIAL,
@@ -44,7 +43,7 @@ class ReduceOp:
 RULES = [ReduceOp()]
 
 
-def channel_last_source(node: gs.Node, rank: int) -> ChannelLast | None:
-    """The channel-first map when the reduce reads it channel-last (Refusal: through a Tensordot
-    that is not pointwise)."""
-    return channel_last_map(node.inputs[0], rank)
+def map_spatial_axes(node: gs.Node, rank: int) -> set[int]:
+    """The spatial axes of the map a reduce reads: 2.. channel-first, 1..-2 where it reads the map
+    channel-last (channel_last_map; Refusal: through a Tensordot that is not pointwise)."""
+    return set(range(2, rank)) if channel_last_map(node.inputs[0], rank) is None else set(range(1, rank - 1))
