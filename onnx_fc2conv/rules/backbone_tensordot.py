@@ -28,8 +28,8 @@ import onnx_graphsurgeon as gs
 
 from ..graph import Edit, constant, constant_shape, node_id, node_label, producer, shape, users
 from .backbone_base import BackboneContext, BackboneFix
-from .base import Code, Refusal, per_feature_shape
-from .flatten_channel_last import keeps_last_axis
+from .base import Code, Refusal
+from .flatten_channel_last import keeps_last_axis, row_fc_fault
 from .tail_elementwise import Elementwise
 
 _FC = frozenset({"MatMul", "Gemm"})
@@ -115,35 +115,12 @@ def _round_trip_to(restore: gs.Node) -> RowsRoundTrip | None:
     return None
 
 
-def _fc_fault(node: gs.Node, rows: gs.Tensor, width: int) -> tuple[str | None, int]:
-    """Why an FC on rows of `width` features does not map each row alone (None: it does), and its
-    output width."""
-    label = node_label(node)
-    if node.inputs[0] is not rows:
-        return f"{label} takes the rows as its right operand, so it mixes them", width
-    weight = constant_shape(node.inputs[1])
-    if weight is None or len(weight) != 2:
-        return f"{label} has no constant 2-D weight, so it need not map each row alone", width
-    if node.op == "Gemm" and int(node.attrs.get("transA", 0)):
-        return f"{label} has transA=1, so it mixes the rows", width
-    transposed = node.op == "Gemm" and int(node.attrs.get("transB", 0))
-    in_features, out_features = (weight[1], weight[0]) if transposed else weight
-    if in_features != width:
-        return f"{label} has a {list(weight)} weight, not one on the last axis of {width} features", width
-    if node.op == "Gemm" and len(node.inputs) > 2:
-        bias = constant_shape(node.inputs[2])
-        if bias is None or not (math.prod(bias) == 1 or per_feature_shape(bias, out_features)):
-            what = "a computed bias" if bias is None else f"a bias of shape {list(bias)}"
-            return f"{label} adds {what}, not one per feature", out_features
-    return None, out_features
-
-
 def _fault(trip: RowsRoundTrip) -> str | None:
     """Why the round trip is not one function of each row at every size (None: it is)."""
     rows, width = trip.merge.outputs[0], trip.source[-1]
     for node in trip.steps:
         if node.op in _FC:
-            fault, width = _fc_fault(node, rows, width)
+            fault, width = row_fc_fault(node, rows, width)
             if fault is not None:
                 return fault
         elif keeps_last_axis(node, 2) is not rows:

@@ -191,11 +191,11 @@ def tensordot(restore: gs.Node) -> Tensordot | None:
     if source is None or len(source) < 3 or len(users(merge.outputs[0])) != 1:
         return None
     dot = Tensordot(merge, fc, restore, before, after)
-    _check(dot, source, weight)
+    _check(dot, source)
     return dot
 
 
-def _check(dot: Tensordot, source: tuple, weight: tuple[int, ...]) -> None:
+def _check(dot: Tensordot, source: tuple) -> None:
     channels = source[-1]
     rows, restored = shape(dot.merge.outputs[0]), shape(dot.restore.outputs[0])
     if rows is None or len(rows) != 2 or rows[1] != channels or not isinstance(channels, int):
@@ -204,11 +204,8 @@ def _check(dot: Tensordot, source: tuple, weight: tuple[int, ...]) -> None:
             f"{node_label(dot.merge)} reshapes the channel-last {_dims(source)} to {_dims(rows)}: "
             f"not one row of its {channels} channels per location",
         )
-    transposed = dot.fc.op == "Gemm" and int(dot.fc.attrs.get("transB", 0))
-    in_features, out_features = (weight[1], weight[0]) if transposed else weight
-    bias = constant_shape(dot.fc.inputs[2]) if dot.fc.op == "Gemm" and len(dot.fc.inputs) > 2 else ()
-    pointwise = dot.fc.op == "MatMul" or not int(dot.fc.attrs.get("transA", 0))
-    if not pointwise or in_features != channels or bias is None or not _per_feature(bias, out_features):
+    fault, out_features = row_fc_fault(dot.fc, dot.fc.inputs[0], channels)
+    if fault is not None:
         raise Refusal(
             Code.TENSORDOT_LAYOUT,
             f"{node_label(dot.fc)} after {node_label(dot.merge)} does not map each row of {channels} channels alone",
@@ -233,6 +230,29 @@ def _past_per_row_ops(rows: gs.Tensor) -> tuple[gs.Node | None, tuple[gs.Node, .
         passed.append(node)
         node = producer(data)
     return node, tuple(reversed(passed))
+
+
+def row_fc_fault(node: gs.Node, rows: gs.Tensor, width: int) -> tuple[str | None, int]:
+    """Why an FC on rows of `width` features does not map each row alone (None: it does), and its
+    output width."""
+    label = node_label(node)
+    if node.inputs[0] is not rows:
+        return f"{label} takes the rows as its right operand, so it mixes them", width
+    weight = constant_shape(node.inputs[1])
+    if weight is None or len(weight) != 2:
+        return f"{label} has no constant 2-D weight, so it need not map each row alone", width
+    if node.op == "Gemm" and int(node.attrs.get("transA", 0)):
+        return f"{label} has transA=1, so it mixes the rows", width
+    transposed = node.op == "Gemm" and int(node.attrs.get("transB", 0))
+    in_features, out_features = (weight[1], weight[0]) if transposed else weight
+    if in_features != width:
+        return f"{label} has a {list(weight)} weight, not one on the last axis of {width} features", width
+    if node.op == "Gemm" and len(node.inputs) > 2:
+        bias = constant_shape(node.inputs[2])
+        if bias is None or not _per_feature(bias, out_features):
+            what = "a computed bias" if bias is None else f"a bias of shape {list(bias)}"
+            return f"{label} adds {what}, not one per feature", out_features
+    return None, out_features
 
 
 def _per_feature(dims: tuple[int, ...], width: int) -> bool:
