@@ -129,6 +129,12 @@ def constant(tensor: gs.Tensor) -> np.ndarray | None:
     return None if src is None else np.asarray(src.values)
 
 
+def constant_ints(tensor: gs.Tensor) -> list[int] | None:
+    """A constant's values as a flat list of ints (a shape, axes, pads), or None."""
+    value = constant(tensor)
+    return None if value is None else [int(v) for v in value.reshape(-1)]
+
+
 def constant_shape(tensor: gs.Tensor) -> tuple[int, ...] | None:
     """A constant's shape, read without loading its values."""
     src = constant_source(tensor)

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .heads import Head
 
 from .errors import NotConvertibleError
-from .graph import ancestors, constant, node_label, shape, users
+from .graph import ancestors, constant, constant_ints, node_label, shape, users
 from .rules.backbone_unit_reshape import unit_dim_permutation
 from .rules.tail_elementwise import Elementwise
 from .rules.tail_per_feature import PerFeature
@@ -121,8 +121,8 @@ def _stop_reason(stops: list[gs.Node]) -> str:
     if not stops:
         return ""
     node = stops[0]
-    target = constant(node.inputs[1]) if node.op == "Reshape" and len(node.inputs) > 1 else None
-    detail = f" (target {[int(d) for d in target.reshape(-1)]})" if target is not None else ""
+    target = constant_ints(node.inputs[1]) if node.op == "Reshape" and len(node.inputs) > 1 else None
+    detail = f" (target {target})" if target is not None else ""
     return f"; the trace stops at {node_label(node)}{detail}"
 
 
@@ -186,10 +186,9 @@ def _data_input(node: gs.Node, current: gs.Tensor) -> bool:
 
 
 def _unit_dims_moved(node: gs.Node) -> list[int] | None:
-    in_shape, target = shape(node.inputs[0]), constant(node.inputs[1]) if len(node.inputs) > 1 else None
-    if in_shape is None or target is None:
+    in_shape, dims = shape(node.inputs[0]), constant_ints(node.inputs[1]) if len(node.inputs) > 1 else None
+    if in_shape is None or dims is None:
         return None
-    dims = [int(d) for d in target.reshape(-1)]
     if list(in_shape) == dims:
         return list(range(len(dims)))
     return unit_dim_permutation(list(in_shape), dims)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import onnx_graphsurgeon as gs
 
 from .fc import data_operand, is_candidate
-from .graph import ancestors, constant, node_id, node_label, producer, shape
+from .graph import ancestors, constant_ints, node_id, node_label, producer, shape
 from .heads import HeadSearch, Skipped
 from .rules.base import Code, axes_of
 
@@ -54,8 +54,7 @@ def class_token_read(tensor: gs.Tensor) -> TokenRead | None:
 def _ints(node: gs.Node, index: int) -> list[int] | None:
     if len(node.inputs) <= index or not node.inputs[index].name:
         return None
-    value = constant(node.inputs[index])
-    return None if value is None else [int(v) for v in value.reshape(-1)]
+    return constant_ints(node.inputs[index])
 
 
 def _token_read(node: gs.Node) -> TokenRead | None:

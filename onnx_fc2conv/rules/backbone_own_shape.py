@@ -23,7 +23,7 @@ import math
 
 import onnx_graphsurgeon as gs
 
-from ..graph import Edit, ancestors, constant, node_id, node_label, producer, shape, users
+from ..graph import Edit, ancestors, constant_ints, node_id, node_label, producer, shape, users
 from .backbone_base import BackboneContext, BackboneFix, resolves
 from .base import Code, Refusal
 
@@ -102,11 +102,11 @@ def _constant_target(ctx: BackboneContext, node: gs.Node) -> tuple[list[int], gs
     not a candidate)."""
     if not ctx.fed(id(node)) or len(node.inputs) < 2:
         return None
-    value, data = constant(node.inputs[1]), node.inputs[0]
+    target, data = constant_ints(node.inputs[1]), node.inputs[0]
     in_shape = shape(data)
-    if value is None or in_shape is None:
+    if target is None or in_shape is None:
         return None
-    return [int(d) for d in value.reshape(-1)], data, in_shape
+    return target, data, in_shape
 
 
 class OwnShapeReshape:
@@ -169,10 +169,9 @@ class OwnShapeExpand:
     def match(self, ctx: BackboneContext, node: gs.Node) -> BackboneFix | None:
         if not ctx.fed(id(node)):
             return None
-        value, in_shape = constant(node.inputs[1]), shape(node.inputs[0])
-        if value is None:
+        target, in_shape = constant_ints(node.inputs[1]), shape(node.inputs[0])
+        if target is None:
             return None
-        target = [int(d) for d in value.reshape(-1)]
         if _static(in_shape) and list(in_shape) == target:
             return BackboneFix(
                 node_id(node), "Expand", f"target {target} is its input's own shape: Identity", self, node

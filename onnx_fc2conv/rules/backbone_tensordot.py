@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..graph import Edit, constant, constant_shape, node_id, node_label, producer, shape, users
+from ..graph import Edit, constant_ints, constant_shape, node_id, node_label, producer, shape, users
 from .backbone_base import BackboneContext, BackboneFix
 from .base import Code, Refusal
 from .flatten_channel_last import keeps_last_axis, row_fc_fault
@@ -52,8 +52,7 @@ class RowsRoundTrip:
 
 
 def _target(node: gs.Node) -> list[int] | None:
-    value = constant(node.inputs[1]) if len(node.inputs) > 1 else None
-    return None if value is None else [int(d) for d in value.reshape(-1)]
+    return constant_ints(node.inputs[1]) if len(node.inputs) > 1 else None
 
 
 def _static(dims: tuple | None) -> bool:
